@@ -1,0 +1,37 @@
+//! sockserve: a line server whose acks are receipts, and sockclient, a
+//! netcat-like client that counts them.
+//!
+//! The protocol is the one of a PHP sockets tutorial: on connect the server
+//! greets with `connect`, it answers every line with `Information Received`,
+//! and a greeting that contains `not connect` is a refusal. sockserve writes
+//! a line to its output before it acks it, so an ack is a receipt;
+//! sockclient knows how many lines it sent and how many were acked, and its
+//! exit status says whether anything was lost.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the three texts and the line [`protocol::Framer`]; pure
+//!   code, no I/O.
+//! - [`endpoint`]: addresses (`HOST:PORT`, `[V6]:PORT`, `unix:PATH`,
+//!   `unix:@NAME`), parsed and printed the same way by both tools.
+//! - [`listen`]: where sockets come from: our own binds, `LISTEN_FDS`
+//!   (through `listenfd`), or a connection on standard input; decided once,
+//!   before any thread starts.
+//! - [`server`]: accept loops, the connection limit, signals and the drain,
+//!   one connection's life (`server/conn.rs`) and the output sink with its
+//!   group commit (`server/sink.rs`).
+//! - [`client`]: sockclient's pump and ledger of lines sent and acked.
+//! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
+//! - [`diag`]: diagnostics on standard error (journal priorities, `-q`,
+//!   `-v`) and the duration syntax both tools accept.
+//! - `bin/sockserve.rs`, `bin/sockclient.rs`: command lines (clap) to a
+//!   config, a run and an exit status; they know no sockets.
+
+pub mod cli;
+pub mod client;
+pub mod diag;
+pub mod endpoint;
+pub mod listen;
+pub mod notify;
+pub mod protocol;
+pub mod server;

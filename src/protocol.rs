@@ -1,0 +1,294 @@
+//! The wire protocol: the three texts and line framing.
+//!
+//! Pure code: no sockets, no files, no clocks. The server and the client
+//! both frame their input with [`Framer`], and the property tests in
+//! `tests/framer.rs` feed it arbitrary bytes split at arbitrary places.
+//!
+//! A line is any run of bytes ended by `\n`. A `\r` right before the `\n` is
+//! not part of the line (CR LF is one line). Lines are bytes, not text: every
+//! byte value but `\n` may appear.
+
+use memchr::{memchr, memchr_iter, memrchr};
+
+/// The greeting the tutorial's server sends on accept.
+pub const DEFAULT_GREETING: &str = "connect";
+/// The acknowledgement the tutorial's server sends for every line.
+pub const DEFAULT_ACK: &str = "Information Received";
+/// The greeting of a server that will not serve a client.
+pub const DEFAULT_REFUSAL: &str = "not connect";
+/// Default for `--max-line`.
+pub const DEFAULT_MAX_LINE: usize = 65536;
+
+/// The three texts of the protocol, each without its `\n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Texts {
+    pub greeting: String,
+    pub ack: String,
+    pub refusal: String,
+}
+
+impl Default for Texts {
+    fn default() -> Self {
+        Texts {
+            greeting: DEFAULT_GREETING.to_string(),
+            ack: DEFAULT_ACK.to_string(),
+            refusal: DEFAULT_REFUSAL.to_string(),
+        }
+    }
+}
+
+impl Texts {
+    /// The refusal line for `reason`, e.g. `not connect: server busy\n`.
+    pub fn refusal_line(&self, reason: Option<&str>) -> Vec<u8> {
+        let mut line = self.refusal.clone().into_bytes();
+        if let Some(reason) = reason {
+            line.extend_from_slice(b": ");
+            line.extend_from_slice(reason.as_bytes());
+        }
+        line.push(b'\n');
+        line
+    }
+
+    /// Whether a greeting line (without its `\n`) is a refusal.
+    pub fn is_refusal(&self, greeting: &[u8]) -> bool {
+        contains(greeting, self.refusal.as_bytes())
+    }
+}
+
+/// Checks that a protocol text can be sent as one line.
+pub fn validate_text(text: &str) -> Result<String, String> {
+    if text.contains('\n') || text.contains('\r') {
+        Err("must not contain a line break".to_string())
+    } else if text.is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Strips one trailing `\n` and then one trailing `\r`.
+pub fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// What [`Framer::take_lines`] hands out: complete lines, each ended by a
+/// single `\n` (CR LF folded), ready to be written to the output.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lines {
+    /// The lines, each followed by `\n`, each prefixed if a prefix was given.
+    pub data: Vec<u8>,
+    /// How many lines `data` holds.
+    pub count: u64,
+}
+
+/// Splits a byte stream into lines, holding at most one partial line.
+///
+/// Bytes are read straight into [`Framer::buffer`] (no copy); complete lines
+/// are taken out with [`Framer::take_lines`]. A partial line longer than the
+/// maximum makes [`Framer::overlong`] true, and the caller drops the stream.
+#[derive(Debug)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already known to hold no `\n`.
+    scanned: usize,
+    max_line: usize,
+}
+
+impl Framer {
+    pub fn new(max_line: usize) -> Framer {
+        Framer {
+            buf: Vec::new(),
+            scanned: 0,
+            max_line,
+        }
+    }
+
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// The buffer to read into: append bytes at its end.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Bytes held that are not yet part of a complete line.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends bytes (for callers that do not read into [`Framer::buffer`]).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Releases the buffer's memory when it holds nothing, so an idle
+    /// connection costs no buffer at all.
+    pub fn shrink_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.scanned = 0;
+        }
+    }
+
+    /// True when the partial line held is already longer than the maximum,
+    /// whatever follows. A line of exactly `max_line` bytes, or of
+    /// `max_line` bytes and a `\r` still waiting for its `\n`, is not.
+    pub fn overlong(&self) -> bool {
+        let n = self.buf.len();
+        n > self.max_line + 1 || (n == self.max_line + 1 && self.buf[n - 1] != b'\r')
+    }
+
+    /// Takes every complete line out of the buffer. Returns `None` when
+    /// there is none, and also when a complete line is longer than the
+    /// maximum: then [`Framer::take_lines_checked`] says which.
+    pub fn take_lines(&mut self, prefix: Option<&[u8]>) -> Option<Lines> {
+        match self.take_lines_checked(prefix) {
+            Ok(lines) => lines,
+            Err(TooLong { before }) => before,
+        }
+    }
+
+    /// Takes every complete line out of the buffer, stopping before the
+    /// first line longer than the maximum: the lines before it are returned
+    /// in the error, and the long line stays in the buffer.
+    pub fn take_lines_checked(&mut self, prefix: Option<&[u8]>) -> Result<Option<Lines>, TooLong> {
+        let Some(last_nl) = memrchr(b'\n', &self.buf[self.scanned..]).map(|i| i + self.scanned)
+        else {
+            self.scanned = self.buf.len();
+            return Ok(None);
+        };
+        let end = last_nl + 1;
+        let body = &self.buf[..end];
+        // The fast path: no CR, no prefix, no line too long: hand out the
+        // buffer itself and keep only the partial line that follows.
+        let mut too_long_at = None;
+        let mut start = 0;
+        let mut count = 0u64;
+        for nl in memchr_iter(b'\n', body) {
+            if trim_eol(&body[start..=nl]).len() > self.max_line {
+                too_long_at = Some(start);
+                break;
+            }
+            count += 1;
+            start = nl + 1;
+        }
+        let good_end = too_long_at.unwrap_or(end);
+        let lines = if count == 0 {
+            None
+        } else if prefix.is_none() && memchr(b'\r', &self.buf[..good_end]).is_none() {
+            let rest = self.buf.split_off(good_end);
+            Some(Lines {
+                data: std::mem::replace(&mut self.buf, rest),
+                count,
+            })
+        } else {
+            let mut data =
+                Vec::with_capacity(good_end + count as usize * prefix.map_or(0, |p| p.len()));
+            let mut start = 0;
+            for nl in memchr_iter(b'\n', &self.buf[..good_end]) {
+                if let Some(p) = prefix {
+                    data.extend_from_slice(p);
+                }
+                data.extend_from_slice(trim_eol(&self.buf[start..=nl]));
+                data.push(b'\n');
+                start = nl + 1;
+            }
+            self.buf.drain(..good_end);
+            Some(Lines { data, count })
+        };
+        self.scanned = if too_long_at.is_some() {
+            0
+        } else {
+            self.buf.len()
+        };
+        match too_long_at {
+            Some(_) => Err(TooLong { before: lines }),
+            None => Ok(lines),
+        }
+    }
+
+    /// At end of stream: the last line if it had no `\n` (it counts as a
+    /// line, as in `sed` and `awk`), or an error if it is too long.
+    pub fn finish(&mut self, prefix: Option<&[u8]>) -> Result<Option<Lines>, TooLong> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        self.buf.push(b'\n');
+        self.take_lines_checked(prefix)
+    }
+}
+
+/// A line longer than the maximum; `before` holds the complete lines that
+/// came before it, which are still good.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooLong {
+    pub before: Option<Lines>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(f: &mut Framer) -> Vec<u8> {
+        f.take_lines(None).map(|l| l.data).unwrap_or_default()
+    }
+
+    #[test]
+    fn crlf_is_one_line() {
+        let mut f = Framer::new(100);
+        f.push(b"a\r\nb\nc\r");
+        let l = f.take_lines(None).unwrap();
+        assert_eq!(l.data, b"a\nb\n");
+        assert_eq!(l.count, 2);
+        assert_eq!(f.pending(), 2);
+        f.push(b"\n");
+        assert_eq!(lines(&mut f), b"c\n");
+    }
+
+    #[test]
+    fn max_line_is_inclusive() {
+        let mut f = Framer::new(3);
+        f.push(b"abc");
+        assert!(!f.overlong());
+        f.push(b"\r");
+        assert!(!f.overlong());
+        f.push(b"\nabcd");
+        assert!(f.overlong());
+        // The complete line before it is still good; the partial one is
+        // reported by overlong(), not as an error.
+        let lines = f.take_lines_checked(None).unwrap().unwrap();
+        assert_eq!(lines.data, b"abc\n");
+        assert!(f.overlong());
+    }
+
+    #[test]
+    fn complete_long_line_stops_the_batch() {
+        let mut f = Framer::new(2);
+        f.push(b"ok\ntoolong\nnext\n");
+        let err = f.take_lines_checked(None).unwrap_err();
+        assert_eq!(err.before.unwrap().count, 1);
+    }
+
+    #[test]
+    fn prefix_and_finish() {
+        let mut f = Framer::new(10);
+        f.push(b"x\ny");
+        assert_eq!(f.take_lines(Some(b"p\t")).unwrap().data, b"p\tx\n");
+        assert_eq!(f.finish(Some(b"p\t")).unwrap().unwrap().data, b"p\ty\n");
+        assert_eq!(f.finish(None), Ok(None));
+    }
+
+    #[test]
+    fn refusal() {
+        let t = Texts::default();
+        assert!(t.is_refusal(b"not connect: server busy"));
+        assert!(!t.is_refusal(b"connect"));
+        assert_eq!(t.refusal_line(Some("busy")), b"not connect: busy\n");
+    }
+}

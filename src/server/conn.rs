@@ -1,0 +1,238 @@
+//! One connection's life: greeting, then read, frame, commit, ack, until
+//! the client is done, goes idle, breaks a limit, or the server stops.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout_at};
+
+use super::{Phase, Shared};
+use crate::diag::describe;
+use crate::protocol::{Framer, Lines, TooLong};
+
+/// Bytes asked of the kernel per read; a connection holds no buffer at all
+/// between reads that leave no partial line.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// During a drain, a connection that has sent nothing for this long is
+/// "quiet" and is closed.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
+/// A connected stream, TCP or Unix: what the loop below needs of it.
+pub trait Conn: AsyncWrite + Unpin + Send + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+}
+
+impl Conn for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+}
+
+impl Conn for UnixStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UnixStream::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        UnixStream::try_read_buf(self, buf)
+    }
+}
+
+/// Why a connection ended, as the log line says it.
+#[derive(Debug)]
+enum End {
+    ClientEof,
+    Idle,
+    TooLong,
+    Drain,
+    OutputFailed,
+    Error(io::Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientEof => f.write_str("client EOF"),
+            End::Idle => f.write_str("idle timeout"),
+            End::TooLong => f.write_str("line too long"),
+            End::Drain => f.write_str("drain"),
+            End::OutputFailed => f.write_str("output failed"),
+            End::Error(e) => write!(f, "error: {}", describe(e)),
+        }
+    }
+}
+
+struct State<S> {
+    stream: S,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<Phase>,
+    lines: u64,
+    acks: u64,
+}
+
+/// Serves one client to its end and logs one line about it.
+pub async fn serve<S: Conn>(
+    stream: S,
+    peer: String,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<Phase>,
+) {
+    let started = Instant::now();
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    crate::debug!("{peer}: connected");
+    let mut st = State {
+        stream,
+        shared: shared.clone(),
+        shutdown,
+        lines: 0,
+        acks: 0,
+    };
+    let end = st.run(&peer).await;
+    let _ = st.stream.shutdown().await;
+    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    crate::info!(
+        "{peer}: closed ({end}): {} lines, {} acks, {:.2} s",
+        st.lines,
+        st.acks,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+impl<S: Conn> State<S> {
+    async fn run(&mut self, peer: &str) -> End {
+        let cfg = self.shared.cfg.clone();
+        let greeting = format!("{}\n", cfg.texts.greeting);
+        if let Err(e) = self.write(greeting.as_bytes()).await {
+            return e;
+        }
+        let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
+        let prefix = prefix.as_deref();
+        let mut framer = Framer::new(cfg.max_line);
+        let mut last_line = Instant::now();
+        let mut last_byte = Instant::now();
+        loop {
+            let phase = *self.shutdown.borrow_and_update();
+            let idle = cfg.idle_timeout.map(|t| last_line + t);
+            let deadline = match phase {
+                Phase::Running => idle,
+                Phase::Draining => {
+                    Some(idle.map_or(last_byte + DRAIN_QUIET, |i| i.min(last_byte + DRAIN_QUIET)))
+                }
+                Phase::Abort => return End::Drain,
+            };
+            tokio::select! {
+                biased;
+                r = self.shutdown.changed() => {
+                    if r.is_err() {
+                        return End::Drain;
+                    }
+                    continue;
+                }
+                r = self.stream.readable() => {
+                    if let Err(e) = r {
+                        return End::Error(e);
+                    }
+                }
+                _ = sleep_until(deadline.unwrap_or_else(far_future).into()), if deadline.is_some() => {
+                    return if phase == Phase::Running || idle.is_some_and(|i| Instant::now() >= i) {
+                        End::Idle
+                    } else {
+                        End::Drain
+                    };
+                }
+            }
+            let buf = framer.buffer();
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(READ_CHUNK);
+            }
+            let eof = match self.stream.try_read_buf(buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return End::Error(e),
+            };
+            last_byte = Instant::now();
+            let taken = if eof {
+                framer.finish(prefix)
+            } else {
+                framer.take_lines_checked(prefix)
+            };
+            let (lines, too_long) = match taken {
+                Ok(l) => (l, framer.overlong()),
+                Err(TooLong { before }) => (before, true),
+            };
+            if let Some(lines) = lines {
+                last_line = Instant::now();
+                if let Err(e) = self.commit_and_ack(lines).await {
+                    return e;
+                }
+            }
+            if too_long {
+                let msg = format!("error: line too long (max {} bytes)\n", cfg.max_line);
+                let _ = self.write(msg.as_bytes()).await;
+                return End::TooLong;
+            }
+            if eof {
+                return End::ClientEof;
+            }
+            framer.shrink_if_empty();
+        }
+    }
+
+    /// Hands the lines to the sink and acks them once they are written.
+    async fn commit_and_ack(&mut self, lines: Lines) -> Result<(), End> {
+        let n = lines.count;
+        self.lines += n;
+        if !self.shared.sink.commit(lines.data, n).await {
+            return Err(End::OutputFailed);
+        }
+        let block = self.shared.ack_block.clone();
+        let per = self.shared.ack_len;
+        let mut left = n as usize;
+        while left > 0 {
+            let k = left.min(block.len() / per);
+            self.write(&block[..k * per]).await?;
+            left -= k;
+            self.acks += k as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes to the client, giving up when it does not read for the idle
+    /// timeout, or when the server aborts.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let deadline = self.shared.cfg.idle_timeout.map(|t| Instant::now() + t);
+        let mut shutdown = self.shutdown.clone();
+        let write = async {
+            match deadline {
+                Some(d) => timeout_at(d.into(), self.stream.write_all(bytes))
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                None => self.stream.write_all(bytes).await,
+            }
+        };
+        tokio::select! {
+            r = write => match r {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(End::Idle),
+                Err(e) => Err(End::Error(e)),
+            },
+            _ = shutdown.wait_for(|p| *p == Phase::Abort) => Err(End::Drain),
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
