@@ -1,0 +1,423 @@
+//! sockserve, driven over real sockets: the protocol, addresses,
+//! inherited sockets, receipts, limits, signals and exit statuses.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+#[test]
+fn greeting_then_one_ack_per_line_byte_for_byte() {
+    let mut s = Server::start(&["127.0.0.1:0"]);
+    let mut p = s.connect().greeted();
+    p.send(b"hello\nCR LF line\r\n\nlast").unwrap();
+    p.half_close();
+    assert_eq!(p.rest(), "Information Received\n".repeat(4));
+    assert!(s.stop().success());
+    // Empty lines count; CR LF is one line without its CR; a last line
+    // without a newline gets one.
+    assert_eq!(s.output(), b"hello\nCR LF line\n\nlast\n");
+}
+
+#[test]
+fn every_byte_value_but_newline_passes_through() {
+    let mut s = Server::start(&["127.0.0.1:0"]);
+    let mut line: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n' && b != b'\r').collect();
+    line.extend_from_slice(b"\xff\xfe invalid utf-8 \xc3\x28 and a lone \r in the middle");
+    line.push(b'\n');
+    let mut p = s.connect().greeted();
+    p.send(&line).unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    p.half_close();
+    assert_eq!(p.rest(), "");
+    assert!(s.stop().success());
+    assert_eq!(s.output(), line);
+}
+
+#[test]
+fn texts_can_be_changed() {
+    let s = Server::start(&["--greeting", "HELO", "--ack", "OK", "127.0.0.1:0"]);
+    let mut p = s.connect();
+    assert_eq!(p.line().as_deref(), Some("HELO\n"));
+    p.send(b"x\ny\n").unwrap();
+    p.half_close();
+    assert_eq!(p.rest(), "OK\nOK\n");
+}
+
+#[test]
+fn serves_tcp4_tcp6_unix_and_abstract_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let abs = format!("unix:@sockserve-test-{}", std::process::id());
+    let mut s = ServerBuilder::new(&[
+        "127.0.0.1:0",
+        "[::1]:0",
+        &format!("unix:{}", sock.display()),
+        &abs,
+    ])
+    .listeners(4)
+    .start();
+    assert_eq!(s.addrs.len(), 4, "{:?}", s.addrs);
+    for (i, a) in s.addrs.clone().iter().enumerate() {
+        let mut p = Peer::connect(a).greeted();
+        p.send(format!("via {i}\n").as_bytes()).unwrap();
+        assert_eq!(p.line().as_deref(), Some("Information Received\n"), "{a}");
+    }
+    assert!(s.addrs[1].starts_with("[::1]:"));
+    assert_eq!(s.addrs[2], format!("unix:{}", sock.display()));
+    assert_eq!(s.addrs[3], abs);
+    assert!(s.stop().success());
+    let out = String::from_utf8(s.output()).unwrap();
+    for i in 0..4 {
+        assert!(out.contains(&format!("via {i}\n")), "{out}");
+    }
+}
+
+#[test]
+fn default_address_is_the_tutorials() {
+    // The only Rust test on port 10008; the shell tests use it after.
+    let mut s = Server::start(&[]);
+    assert_eq!(s.addr(), "127.0.0.1:10008");
+    let mut p = s.connect().greeted();
+    p.send(b"SOME DATA\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert!(s.stop().success());
+}
+
+#[test]
+fn many_clients_at_once_and_a_silent_one_delays_nobody() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    let _silent = s.connect().greeted();
+    let addr = s.addr().to_string();
+    let threads: Vec<_> = (0..50)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut p = Peer::connect(&addr).greeted();
+                let mut text = String::new();
+                for l in 0..200 {
+                    text.push_str(&format!(
+                        "client {c:02} line {l:03} {}\n",
+                        "x".repeat(c * 20)
+                    ));
+                }
+                p.send(text.as_bytes()).unwrap();
+                p.half_close();
+                assert_eq!(p.rest(), "Information Received\n".repeat(200));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Lines from different clients never interleave inside a line.
+    let out = String::from_utf8(s.output()).unwrap();
+    assert_eq!(out.lines().count(), 50 * 200);
+    for line in out.lines() {
+        let c: usize = line[7..9].parse().unwrap();
+        assert_eq!(line.len(), "client 00 line 000 ".len() + c * 20, "{line:?}");
+    }
+}
+
+#[test]
+fn ack_waits_until_the_line_is_written() {
+    // The server's stdout is a pipe nobody reads yet: once it is full,
+    // lines cannot be written, so they must not be acked.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let s = ServerBuilder::new(&["127.0.0.1:0"])
+        .stdout(writer.into())
+        .start();
+    let addr = s.addr().to_string();
+    let total = 1024;
+    // 1 MiB of lines, far more than a pipe holds, from its own thread.
+    let sender = std::thread::spawn(move || {
+        let mut p = Peer::connect(&addr).greeted();
+        let line = format!("{}\n", "y".repeat(1000));
+        for _ in 0..total {
+            p.send(line.as_bytes()).unwrap();
+        }
+        p
+    });
+    let mut p = sender.join().unwrap_or_else(|_| panic!("sender"));
+    p.set_timeout(Duration::from_millis(500));
+    let mut buf = [0u8; 65536];
+    let mut acked = 0;
+    while let Some(n) = p2_read(&mut p, &mut buf) {
+        acked += count_lines(&buf[..n]);
+    }
+    assert!(
+        acked < 200,
+        "{acked} lines acked while the output was blocked"
+    );
+    // Now read the output: everything gets written, then acked.
+    let drain = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = reader.read_to_end(&mut v);
+        v
+    });
+    p.set_timeout(WAIT);
+    while acked < total {
+        let n = p2_read(&mut p, &mut buf).expect("acks resume once the output drains");
+        acked += count_lines(&buf[..n]);
+    }
+    assert_eq!(acked, total);
+    drop(s);
+    assert_eq!(count_lines(&drain.join().unwrap()), total);
+}
+
+fn p2_read(p: &mut Peer, buf: &mut [u8]) -> Option<usize> {
+    let r = match p {
+        Peer::Tcp(s) => s.read(buf),
+        Peer::Unix(s) => s.read(buf),
+    };
+    match r {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn line_of_max_length_passes_one_more_is_refused() {
+    let mut s = Server::start(&["--max-line", "10", "127.0.0.1:0"]);
+    let mut p = s.connect().greeted();
+    p.send(b"0123456789\n0123456789\r\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    p.send(b"ok\n0123456789A\nnever\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    let rest = p.rest();
+    assert_eq!(rest, "error: line too long (max 10 bytes)\n");
+    assert!(s
+        .stderr
+        .wait_for("closed (line too long)")
+        .contains("3 lines, 3 acks"));
+    assert!(s.stop().success());
+    assert_eq!(s.output(), b"0123456789\n0123456789\nok\n");
+}
+
+#[test]
+fn endless_line_costs_at_most_the_maximum() {
+    let s = Server::start(&["--max-line", "1000", "127.0.0.1:0"]);
+    let mut p = s.connect().greeted();
+    // 64 MiB without a newline: the server must cut us off long before.
+    let chunk = vec![b'z'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..64 {
+        if p.send(&chunk).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent < 64, "server read 64 MiB of one line");
+    s.stderr.wait_for("closed (line too long)");
+    assert!(s.output().is_empty());
+}
+
+#[test]
+fn unix_socket_mode_stale_live_and_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.sock");
+    let addr = format!("unix:{}", path.display());
+    // A stale socket file (nobody listens) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let mut s = Server::start(&["--unix-mode", "0600", &addr]);
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // A live one is not.
+    let r = run_bin(sockserve_bin(), &[&addr], b"");
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("sockserve: cannot bind {addr}: address in use")),
+        "{}",
+        r.stderr
+    );
+    assert!(s.stop().success());
+    assert!(!path.exists(), "socket file left behind");
+    // Nor is a file that is not a socket.
+    std::fs::write(&path, "data").unwrap();
+    let r = run_bin(sockserve_bin(), &[&addr], b"");
+    assert_eq!(r.code(), 1);
+    assert!(r.stderr.contains("is not a socket"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
+}
+
+#[test]
+fn default_unix_mode_is_0660() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let s = Server::start(&[&format!("unix:{}", path.display())]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    drop(s);
+}
+
+#[test]
+fn sigint_and_sigterm_stop_cleanly_with_every_acked_line_written() {
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let mut s = Server::start(&["127.0.0.1:0"]);
+        let mut p = s.connect().greeted();
+        for i in 0..100 {
+            p.send(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        for _ in 0..100 {
+            assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+        }
+        s.signal(sig);
+        let st = s.wait();
+        assert_eq!(st.code(), Some(0), "{sig}: {}", s.stderr.text());
+        let out = String::from_utf8(s.output()).unwrap();
+        assert_eq!(out.lines().count(), 100);
+    }
+}
+
+#[test]
+fn cannot_bind_is_exit_1_with_a_clear_message() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let r = run_bin(sockserve_bin(), &[&addr], b"");
+    assert_eq!(r.code(), 1);
+    assert!(
+        r.stderr
+            .starts_with(&format!("sockserve: cannot bind {addr}: address in use")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    for args in [
+        &["--bogus"][..],
+        &["not-an-address"],
+        &["--max-line", "0"],
+        &["--idle-timeout", "soon"],
+        &["--unix-mode", "999"],
+        &["--ack", ""],
+    ] {
+        let r = run_bin(sockserve_bin(), args, b"");
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("error"), "{args:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn closed_stdout_is_exit_1_not_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut s = ServerBuilder::new(&["127.0.0.1:0"])
+        .stdout(writer.into())
+        .start();
+    drop(reader);
+    let mut p = s.connect().greeted();
+    p.send(b"nobody will read this\n").unwrap();
+    // No ack: the line was not written.
+    assert_eq!(p.rest(), "");
+    assert_eq!(s.wait().code(), Some(1));
+    let err = s.stderr.text();
+    assert!(err.contains("sockserve: output closed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Runs `cmd` with `fd` as its fd 3 (and nothing else inherited).
+fn with_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 {
+                nix::unistd::dup2(fd, 3)?;
+            }
+            nix::fcntl::fcntl(
+                3,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn inherited_listening_socket_with_listen_fds() {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let mut b = ServerBuilder::new(&["-v"]);
+    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
+    with_fd3(&mut b.cmd, l.as_raw_fd());
+    let mut s = b.start();
+    drop(l);
+    assert!(s.addr().starts_with(&addr), "{}", s.addr());
+    let mut p = Peer::connect(&addr).greeted();
+    p.send(b"inherited\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert!(s.stop().success());
+    assert_eq!(s.output(), b"inherited\n");
+}
+
+#[test]
+fn listen_pid_of_another_process_is_not_for_us() {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut b = ServerBuilder::new(&["-v", "127.0.0.1:0"]);
+    b.cmd.env("LISTEN_FDS", "1").env("LISTEN_PID", "1");
+    with_fd3(&mut b.cmd, l.as_raw_fd());
+    let s = b.start();
+    s.stderr.wait_for("LISTEN_PID=1 is not this process");
+    assert_eq!(s.addrs.len(), 1);
+    assert_ne!(s.addr(), l.local_addr().unwrap().to_string());
+}
+
+#[test]
+fn systemd_socket_activate_listen() {
+    let Ok(bin) = which("systemd-socket-activate") else {
+        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
+        return;
+    };
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut b = ServerBuilder::new(&[]);
+    b.cmd = Command::new(bin);
+    b.cmd.args(["-l", &addr, sockserve_bin()]);
+    // systemd-socket-activate says "Listening on" itself, then execs us on
+    // the first connection.
+    b.listeners = 0;
+    let mut s = b.start();
+    s.stderr.wait_for("Listening on");
+    let mut p = Peer::connect(&addr).greeted();
+    p.send(b"activated\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    s.stderr
+        .wait_for(&format!("sockserve: listening on {addr} (fd 3)"));
+    assert!(s.stop().success());
+    assert_eq!(s.output(), b"activated\n");
+}
+
+pub fn which(name: &str) -> Result<String, ()> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|_| ())?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !p.is_empty() {
+        Ok(p)
+    } else {
+        Err(())
+    }
+}
