@@ -1,0 +1,247 @@
+//! sockclient against the real sockserve and against small fake servers
+//! that misbehave on purpose: refuse, close early, never ack, send garbage.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A one-connection fake server on 127.0.0.1: `behave` gets the accepted
+/// stream and the lines read so far come from it.
+fn fake(behave: impl FnOnce(TcpStream) + Send + 'static) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((s, _)) = l.accept() {
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            behave(s);
+        }
+    });
+    addr
+}
+
+/// Reads lines until end of stream (or `limit` lines), returning them.
+fn read_lines(s: &TcpStream, limit: usize) -> Vec<String> {
+    BufReader::new(s)
+        .lines()
+        .take(limit)
+        .map_while(Result::ok)
+        .collect()
+}
+
+#[test]
+fn every_line_acked_is_exit_0_and_acks_on_stdout() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    let r = run_client(&[s.addr()], b"one\ntwo\nthree");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(r.out(), "Information Received\n".repeat(3));
+    assert_eq!(r.stderr, "");
+    // The last line went out with a newline.
+    assert!(eventually(WAIT, || s.output() == b"one\ntwo\nthree\n"));
+}
+
+#[test]
+fn host_port_pair_like_netcat() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    let (host, port) = s.addr().rsplit_once(':').unwrap();
+    let r = run_client(&[host, port], b"x\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(r.out(), "Information Received\n");
+}
+
+#[test]
+fn unix_and_ipv6_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("unix:{}", dir.path().join("c.sock").display());
+    let s = ServerBuilder::new(&["[::1]:0", &path]).listeners(2).start();
+    for a in &s.addrs {
+        let r = run_client(&[a], b"a\nb\n");
+        assert_eq!(r.code(), 0, "{a}: {}", r.stderr);
+        assert_eq!(r.out(), "Information Received\n".repeat(2));
+    }
+}
+
+#[test]
+fn refusal_is_exit_3_with_the_reason() {
+    let addr = fake(|mut s| {
+        s.write_all(b"not connect: server busy\n").unwrap();
+    });
+    let r = run_client(&[&addr], b"never sent\n");
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+    assert!(r.stderr.contains("refused by"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not connect: server busy"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn cannot_connect_is_exit_4() {
+    let port = free_port();
+    let r = run_client(&["127.0.0.1", &port.to_string()], b"x\n");
+    assert_eq!(r.code(), 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "sockclient: cannot connect to 127.0.0.1:{port}: connection refused"
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    for args in [
+        &[][..],
+        &["a", "b", "c"],
+        &["noport"],
+        &["h", "99999"],
+        &["--bogus", "x:1"],
+    ] {
+        let r = run_client(args, b"");
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn server_closing_after_n_lines_is_exit_1_with_the_count() {
+    let addr = fake(|mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        for _ in 0..3 {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            s.write_all(b"Information Received\n").unwrap();
+        }
+        // Close without acking the rest.
+    });
+    let input: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    let r = run_client(&[&addr], input.as_bytes());
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert_eq!(r.out(), "Information Received\n".repeat(3));
+    assert!(
+        r.stderr.contains("7 of 10 lines were not acknowledged"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn waits_for_owed_acks_after_end_of_input() {
+    // The server acks only after the client has half-closed, and slowly:
+    // a client on a timer (nc, socat -t) would lose these.
+    let addr = fake(|mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let lines = read_lines(&s, usize::MAX);
+        std::thread::sleep(Duration::from_millis(1500));
+        for _ in &lines {
+            s.write_all(b"Information Received\n").unwrap();
+        }
+    });
+    let r = run_client(&[&addr], b"1\n2\n3\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(r.out(), "Information Received\n".repeat(3));
+}
+
+#[test]
+fn garbage_lines_go_to_stderr_and_are_not_acks() {
+    let addr = fake(|mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let lines = read_lines(&s, 2);
+        for _ in &lines {
+            s.write_all(b"garbage\nInformation Received\n").unwrap();
+        }
+        let _ = read_lines(&s, usize::MAX);
+        s.write_all(b"Information Receivedxx\n").unwrap();
+    });
+    let r = run_client(&[&addr], b"a\nb\nc\n");
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert_eq!(r.out(), "Information Received\n".repeat(2));
+    assert_eq!(
+        r.stderr
+            .matches("unexpected line from the server: garbage")
+            .count(),
+        2,
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Information Receivedxx"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("1 of 3 lines were not acknowledged"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_million_lines_stream_without_deadlock() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    let mut input = Vec::with_capacity(8 << 20);
+    for i in 0..1_000_000 {
+        input.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    let started = Instant::now();
+    let r = run_client(&[s.addr()], &input);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(count_lines(&r.stdout), 1_000_000);
+    eprintln!("1e6 lines in {:?}", started.elapsed());
+    assert!(eventually(WAIT, || s.output().len() == input.len()));
+}
+
+#[test]
+fn lines_stream_as_they_are_typed() {
+    // Standard input that stays open: each line's ack arrives before the
+    // next line is written, so nothing waits for the end of input.
+    let s = Server::start(&["127.0.0.1:0"]);
+    let mut child = std::process::Command::new(sockclient_bin())
+        .arg(s.addr())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let mut l = String::new();
+        if out.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        let _ = tx.send(l);
+    });
+    for i in 0..5 {
+        stdin.write_all(format!("typed {i}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let ack = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("ack before more input");
+        assert_eq!(ack, "Information Received\n");
+    }
+    drop(stdin);
+    assert!(wait_child(&mut child, WAIT, &Lines::default()).success());
+}
+
+#[test]
+fn a_server_that_never_acks_is_not_a_hang_with_ack_timeout() {
+    let addr = fake(|mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let mut b = [0u8; 1024];
+        let _ = s.read(&mut b);
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let started = Instant::now();
+    let r = run_client(&["--ack-timeout", "0.5", &addr], b"x\ny\n");
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("2 of 2 lines were not acknowledged (no ack for 0.5 s (--ack-timeout))"),
+        "{}",
+        r.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
