@@ -102,9 +102,16 @@ impl Sink {
                     while let Some(msg) = next.take() {
                         match msg {
                             Msg::Reopen => {
-                                // Commit what came before, then switch.
-                                ok =
-                                    ok && commit(&mut file, &mut pending, fsync, &output, &counter);
+                                // Commit and answer what came before, then switch.
+                                ok = settle(
+                                    &mut file,
+                                    &mut pending,
+                                    ok,
+                                    fsync,
+                                    &output,
+                                    &counter,
+                                    &failed,
+                                );
                                 if ok {
                                     match open(&output) {
                                         Ok(f) => {
@@ -126,15 +133,15 @@ impl Sink {
                             next = rx.try_recv().ok();
                         }
                     }
-                    if ok {
-                        ok = commit(&mut file, &mut pending, fsync, &output, &counter);
-                        if !ok {
-                            let _ = failed.send(true);
-                        }
-                    }
-                    for (_, _, done) in pending.drain(..) {
-                        let _ = done.send(ok);
-                    }
+                    ok = settle(
+                        &mut file,
+                        &mut pending,
+                        ok,
+                        fsync,
+                        &output,
+                        &counter,
+                        &failed,
+                    );
                 }
             })
             .map_err(|e| format!("cannot start the output thread: {}", describe(&e)))?;
@@ -181,6 +188,28 @@ pub fn check_fsync(output: &Output) -> Result<(), String> {
             "--fsync needs an output that is a file, and {output} is not; give --output FILE or redirect to a file"
         ))
     }
+}
+
+/// Commits the pending batches (unless the output already failed) and
+/// answers each of them, leaving none pending. Returns whether the output
+/// is still good.
+fn settle(
+    file: &mut File,
+    pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<bool>)>,
+    ok: bool,
+    fsync: bool,
+    output: &Output,
+    counter: &AtomicU64,
+    failed: &watch::Sender<bool>,
+) -> bool {
+    let ok = ok && commit(file, pending, fsync, output, counter);
+    if !ok {
+        let _ = failed.send(true);
+    }
+    for (_, _, done) in pending.drain(..) {
+        let _ = done.send(ok);
+    }
+    ok
 }
 
 /// Writes every pending batch in order, then syncs. Returns false (and
