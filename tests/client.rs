@@ -245,3 +245,160 @@ fn a_server_that_never_acks_is_not_a_hang_with_ack_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn retry_waits_for_a_server_that_is_starting() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let a = addr.clone();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        Server::start(&[&a])
+    });
+    let r = run_client(&["--retry", "6", "-v", &addr], b"hello\n");
+    let _server = starter.join().unwrap();
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("connection refused; retry 1 of 6 in 0.1 s"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.out(), "Information Received\n");
+}
+
+#[test]
+fn retry_after_a_busy_refusal() {
+    let s = Server::start(&["--max-connections", "1", "127.0.0.1:0"]);
+    let held = s.connect().greeted();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(held);
+    });
+    let r = run_client(&["--retry", "8", s.addr()], b"x\n");
+    releaser.join().unwrap();
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    // Without --retry the refusal is final.
+    let _held = s.connect().greeted();
+    let r = run_client(&[s.addr()], b"x\n");
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+}
+
+#[test]
+fn no_greeting_within_the_connect_timeout_is_exit_4() {
+    let addr = fake(|s| {
+        std::thread::sleep(Duration::from_secs(10));
+        drop(s);
+    });
+    let t = Instant::now();
+    let r = run_client(&["--connect-timeout", "300ms", &addr], b"x\n");
+    assert_eq!(r.code(), 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no greeting came within 0.3 s"),
+        "{}",
+        r.stderr
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn wrong_greeting_is_exit_1_only_when_greeting_was_given() {
+    let greet = |text: &'static [u8]| {
+        fake(move |mut s| {
+            s.write_all(text).unwrap();
+            for _ in read_lines(&s, usize::MAX) {
+                s.write_all(b"Information Received\n").unwrap();
+            }
+        })
+    };
+    let r = run_client(&[&greet(b"hello there\n")], b"x\n");
+    assert_eq!(r.code(), 0, "any greeting is fine by default: {}", r.stderr);
+    let r = run_client(&["--greeting", "connect", &greet(b"hello there\n")], b"x\n");
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("unexpected greeting"), "{}", r.stderr);
+    let r = run_client(
+        &["--greeting", "hello there", &greet(b"hello there\r\n")],
+        b"x\n",
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+}
+
+#[test]
+fn a_name_with_several_addresses_is_tried_in_turn() {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> = ("localhost", 1)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    if !(addrs.iter().any(|a: &std::net::SocketAddr| a.is_ipv4())
+        && addrs.iter().any(|a| a.is_ipv6()))
+    {
+        eprintln!("SKIP: localhost does not resolve to both 127.0.0.1 and ::1 here");
+        return;
+    }
+    // Listen on one of them only; the client must get past the other.
+    for listen in ["[::1]:0", "127.0.0.1:0"] {
+        let s = Server::start(&[listen]);
+        let port = s.addr().rsplit_once(':').unwrap().1;
+        let r = run_client(&["localhost", port], b"x\n");
+        assert_eq!(r.code(), 0, "{listen}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn verbose_prints_greeting_and_summary() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    let r = run_client(&["-v", s.addr()], b"1\n2\n3\n");
+    assert_eq!(r.code(), 0);
+    assert!(
+        r.stderr.contains("sockclient: greeting: connect\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("sockclient: sent 3, acked 3, "),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn sigterm_half_closes_and_reports_the_owed_acks() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    // Against a server that acks the first line only.
+    let addr = fake(|mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        s.write_all(b"Information Received\n").unwrap();
+        let _ = read_lines(&s, usize::MAX);
+    });
+    let mut child = std::process::Command::new(sockclient_bin())
+        .arg(&addr)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let err = Lines::collect(child.stderr.take().unwrap());
+    stdin.write_all(b"one\n").unwrap();
+    let mut ack = String::new();
+    out.read_line(&mut ack).unwrap();
+    assert_eq!(ack, "Information Received\n");
+    stdin.write_all(b"two\nthree\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let st = wait_child(&mut child, WAIT, &err);
+    // Standard input is still open: the signal ended it, then the server
+    // closed after the half-close, so no grace period was needed.
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(st.code(), Some(1));
+    let msg = err.wait_for("not acknowledged");
+    assert!(msg.contains("2 of 3 lines were not acknowledged"), "{msg}");
+}
