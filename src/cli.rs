@@ -9,6 +9,8 @@ use clap::{Args, Parser};
 use crate::diag::{parse_duration, Verbosity};
 use crate::endpoint::Endpoint;
 use crate::protocol::{self, Texts};
+use crate::server::access::{self, Access};
+use ipnet::IpNet;
 
 /// The protocol texts, the same flags on both tools.
 #[derive(Args, Debug, Clone)]
@@ -121,6 +123,25 @@ pub struct ServeArgs {
     #[arg(long)]
     pub inetd: bool,
 
+    /// Serve only TCP peers in this address or CIDR block (repeatable)
+    #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
+    pub allow: Vec<IpNet>,
+
+    /// Refuse TCP peers in this address or CIDR block (repeatable; wins
+    /// over --allow)
+    #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
+    pub deny: Vec<IpNet>,
+
+    /// Serve only Unix peers running as this user, by id or name
+    /// (repeatable)
+    #[arg(long = "allow-uid", value_name = "UID", value_parser = access::parse_uid)]
+    pub allow_uid: Vec<u32>,
+
+    /// Serve only Unix peers whose primary group is this, by id or name
+    /// (repeatable)
+    #[arg(long = "allow-gid", value_name = "GID", value_parser = access::parse_gid)]
+    pub allow_gid: Vec<u32>,
+
     /// Log only warnings and errors
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -133,6 +154,15 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn verbosity(&self) -> Verbosity {
         verbosity(self.quiet, self.verbose)
+    }
+
+    pub fn access(&self) -> Access {
+        Access {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            allow_uid: self.allow_uid.clone(),
+            allow_gid: self.allow_gid.clone(),
+        }
     }
 }
 

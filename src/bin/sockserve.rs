@@ -86,6 +86,7 @@ fn start(args: ServeArgs) -> Result<u8, (u8, String)> {
         output,
         fsync: args.fsync,
         prefix_peer: args.prefix_peer,
+        access: args.access(),
     };
     if cfg.fsync {
         server::sink::check_fsync(&cfg.output).map_err(|m| (EXIT_USAGE, m))?;

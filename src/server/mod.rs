@@ -10,10 +10,12 @@
 //! ends, so the server knows every connection is done when `recv()` on the
 //! other end returns `None`.
 
+pub mod access;
 mod conn;
 pub mod sink;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::diag::describe;
 use crate::listen::{Connection, Listener, StdListener, StdStream};
 use crate::protocol::Texts;
+pub use access::Access;
 pub use conn::DRAIN_QUIET;
 pub use sink::Output;
 use sink::Sink;
@@ -45,6 +48,8 @@ pub struct Config {
     pub fsync: bool,
     /// Write `PEER<TAB>` before each received line.
     pub prefix_peer: bool,
+    /// Who may connect.
+    pub access: Access,
 }
 
 /// Where the server is in its life.
@@ -197,37 +202,26 @@ async fn serve(
         ));
     }
     for c in connections {
-        let permit = limit.clone().try_acquire_owned().ok();
-        let done = done_tx.clone();
-        let (shared, phase) = (shared.clone(), phase_rx.clone());
-        let spawned = match c.stream {
+        let accepted = match c.stream {
             StdStream::Tcp(s) => s
                 .set_nonblocking(true)
                 .and_then(|()| TcpStream::from_std(s))
-                .map(|s| {
-                    let peer = crate::endpoint::peer_name(s.peer_addr().ok());
-                    tokio::spawn(async move {
-                        conn::serve(s, peer, shared, phase).await;
-                        drop((permit, done));
-                    })
-                }),
+                .and_then(|s| Ok((s.peer_addr().ok(), Accepted::Tcp(s)))),
             StdStream::Unix(s) => s
                 .set_nonblocking(true)
                 .and_then(|()| UnixStream::from_std(s))
-                .map(|s| {
-                    tokio::spawn(async move {
-                        conn::serve(s, "unix".into(), shared, phase).await;
-                        drop((permit, done));
-                    })
-                }),
+                .map(|s| (None, Accepted::Unix(s))),
         };
-        if let Err(e) = spawned {
-            crate::error!(
-                "cannot serve the connection on {}: {}",
-                c.name,
-                describe(&e)
-            );
-            return 1;
+        match accepted {
+            Ok((addr, stream)) => admit(stream, addr, &shared, &phase_rx, &limit, &done_tx),
+            Err(e) => {
+                crate::error!(
+                    "cannot serve the connection on {}: {}",
+                    c.name,
+                    describe(&e)
+                );
+                return 1;
+            }
         }
     }
     drop(done_tx);
@@ -331,21 +325,50 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            crate::info!("{peer}: refused: server busy");
-            stream.refuse(&shared.cfg.texts.refusal_line(Some("server busy")));
-            continue;
-        };
-        let (shared, phase, done) = (shared.clone(), phase.clone(), done.clone());
-        tokio::spawn(async move {
-            match stream {
-                Accepted::Tcp(s) => conn::serve(s, peer, shared, phase).await,
-                Accepted::Unix(s) => conn::serve(s, peer, shared, phase).await,
-            }
-            drop((permit, done));
-        });
+        admit(stream, peer, &shared, &phase, &limit, &done);
     }
+}
+
+/// Serves an accepted connection in a task of its own, or refuses it: a
+/// peer that is not allowed, or one past the connection limit.
+fn admit(
+    stream: Accepted,
+    addr: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    phase: &watch::Receiver<Phase>,
+    limit: &Arc<Semaphore>,
+    done: &mpsc::Sender<()>,
+) {
+    let peer = crate::endpoint::peer_name(addr);
+    let access = &shared.cfg.access;
+    let allowed = match (&stream, addr) {
+        (Accepted::Tcp(_), Some(a)) => access.tcp_allowed(a.ip()),
+        (Accepted::Unix(s), _) if access.checks_unix() => s
+            .peer_cred()
+            .is_ok_and(|c| access.unix_allowed(c.uid(), c.gid())),
+        _ => true,
+    };
+    let reason = if !allowed {
+        "not allowed"
+    } else {
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (shared, phase, done) = (shared.clone(), phase.clone(), done.clone());
+                tokio::spawn(async move {
+                    match stream {
+                        Accepted::Tcp(s) => conn::serve(s, peer, shared, phase).await,
+                        Accepted::Unix(s) => conn::serve(s, peer, shared, phase).await,
+                    }
+                    drop((permit, done));
+                });
+                return;
+            }
+            Err(_) => "server busy",
+        }
+    };
+    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    crate::info!("{peer}: refused: {reason}");
+    stream.refuse(&shared.cfg.texts.refusal_line(Some(reason)));
 }
 
 enum Accepted {
@@ -364,15 +387,15 @@ impl Accepted {
     }
 }
 
-async fn accept(l: &AnyListener) -> io::Result<(Accepted, String)> {
+async fn accept(l: &AnyListener) -> io::Result<(Accepted, Option<SocketAddr>)> {
     match l {
         AnyListener::Tcp(l) => {
             let (s, a) = l.accept().await?;
-            Ok((Accepted::Tcp(s), a.to_string()))
+            Ok((Accepted::Tcp(s), Some(a)))
         }
         AnyListener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            Ok((Accepted::Unix(s), "unix".to_string()))
+            Ok((Accepted::Unix(s), None))
         }
     }
 }

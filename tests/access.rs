@@ -1,0 +1,240 @@
+//! Who may connect: CIDR rules for TCP peers, uid/gid rules for Unix
+//! peers (with a real client running as another user), and a Unix socket
+//! file that is never wider than asked.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::*;
+
+const ACK: &str = "Information Received\n";
+const NOT_ALLOWED: &str = "not connect: not allowed\n";
+
+/// Connects to `to` from the source address `from` (any 127.0.0.0/8
+/// address works on Linux loopback).
+fn connect_from(from: &str, to: &str) -> Peer {
+    let from: SocketAddr = format!("{from}:0").parse().unwrap();
+    let to: SocketAddr = to.parse().unwrap();
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let SocketAddr::V4(f) = from else {
+        unreachable!()
+    };
+    let SocketAddr::V4(t) = to else {
+        unreachable!()
+    };
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::bind(sock.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(f)).unwrap();
+    nix::sys::socket::connect(sock.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(t)).unwrap();
+    let p = Peer::Tcp(TcpStream::from(sock));
+    p.set_timeout(WAIT);
+    p
+}
+
+#[test]
+fn tcp_peer_outside_allow_is_refused_and_nothing_it_sends_is_written() {
+    let mut s = Server::start(&["--allow", "10.0.0.0/8", "127.0.0.1:0"]);
+    let mut p = s.connect();
+    assert_eq!(p.line().as_deref(), Some(NOT_ALLOWED));
+    let _ = p.send(b"sneaky\n");
+    assert_eq!(p.line(), None);
+    let log = s.stderr.wait_for("refused: not allowed");
+    assert!(log.starts_with("sockserve: 127.0.0.1:"), "{log}");
+    assert!(s.stop().success());
+    assert!(s.output().is_empty());
+}
+
+#[test]
+fn deny_wins_over_allow_and_single_hosts_work() {
+    let s = Server::start(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--deny",
+        "127.0.0.2",
+        "127.0.0.1:0",
+    ]);
+    let mut ok = connect_from("127.0.0.1", s.addr()).greeted();
+    ok.send(b"allowed\n").unwrap();
+    assert_eq!(ok.line().as_deref(), Some(ACK));
+    let mut denied = connect_from("127.0.0.2", s.addr());
+    assert_eq!(denied.line().as_deref(), Some(NOT_ALLOWED));
+    let mut other = connect_from("127.0.0.3", s.addr()).greeted();
+    other.send(b"also allowed\n").unwrap();
+    assert_eq!(other.line().as_deref(), Some(ACK));
+}
+
+#[test]
+fn ipv6_rules() {
+    let s = Server::start(&["--deny", "::1/128", "[::1]:0"]);
+    let mut p = s.connect();
+    assert_eq!(p.line().as_deref(), Some(NOT_ALLOWED));
+    let r = run_client(&[s.addr()], b"x\n");
+    assert_eq!(r.code(), 3);
+    assert!(
+        r.stderr.contains("not connect: not allowed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn bad_rules_are_usage_errors() {
+    for args in [
+        &["--allow", "10.0.0.0/33"][..],
+        &["--deny", "nope"],
+        &["--allow-uid", "no-such-user-here"],
+    ] {
+        let r = run_bin(sockserve_bin(), args, b"");
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+    }
+}
+
+/// A world-traversable directory for sockets another user must reach.
+fn shared_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+fn can_run_as_nobody() -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: not root, cannot run a client as another user");
+        return false;
+    }
+    let ok = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP: setpriv cannot switch to uid 65534 here");
+    }
+    ok
+}
+
+/// sockclient as uid/gid 65534 (nobody/nogroup).
+fn client_as_nobody(addr: &str, input: &[u8]) -> ClientRun {
+    let args = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        sockclient_bin(),
+        addr,
+    ];
+    run_bin("setpriv", &args, input)
+}
+
+#[test]
+fn unix_peer_credentials_are_checked() {
+    if !can_run_as_nobody() {
+        return;
+    }
+    let dir = shared_dir();
+    let addr = format!("unix:{}", dir.path().join("cred.sock").display());
+    let mut s = Server::start(&["--unix-mode", "0666", "--allow-uid", "root", &addr]);
+    // root may.
+    let r = run_client(&[&addr], b"from root\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    // nobody may not: refusal, exit 3, nothing written.
+    let r = client_as_nobody(&addr, b"from nobody\n");
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not connect: not allowed"),
+        "{}",
+        r.stderr
+    );
+    s.stderr.wait_for("unix: refused: not allowed");
+    assert!(s.stop().success());
+    assert_eq!(s.output(), b"from root\n");
+
+    // --allow-gid lets a group in.
+    let mut s = Server::start(&[
+        "--unix-mode",
+        "0666",
+        "--allow-uid",
+        "0",
+        "--allow-gid",
+        "65534",
+        &addr,
+    ]);
+    let r = client_as_nobody(&addr, b"nogroup member\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert!(s.stop().success());
+    assert_eq!(s.output(), b"nogroup member\n");
+}
+
+#[test]
+fn unix_mode_keeps_other_users_out() {
+    if !can_run_as_nobody() {
+        return;
+    }
+    let dir = shared_dir();
+    let addr = format!("unix:{}", dir.path().join("mode.sock").display());
+    let _s = Server::start(&[&addr]);
+    // Default 0660, owned by root: nobody cannot even connect.
+    let r = client_as_nobody(&addr, b"x\n");
+    assert_eq!(r.code(), 4, "{}", r.stderr);
+    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+}
+
+#[test]
+fn socket_file_is_never_wider_than_asked() {
+    // The mode is set by narrowing the umask around bind(2), not by a
+    // chmod after it: strace shows the order of the calls.
+    let have = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("SKIP: strace not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("umask.sock");
+    let trace = dir.path().join("trace");
+    let mut b = ServerBuilder::new(&[]);
+    b.cmd = Command::new("strace");
+    b.cmd.args([
+        "-f",
+        "-o",
+        trace.to_str().unwrap(),
+        "-e",
+        "trace=umask,bind,chmod,fchmodat",
+        sockserve_bin(),
+    ]);
+    b.cmd
+        .args(["--unix-mode", "0600", &format!("unix:{}", sock.display())]);
+    // Past "listening on", the bind and the umask around it are done.
+    let _s = b.start();
+    let mut t = String::new();
+    assert!(eventually(WAIT, || {
+        t = std::fs::read_to_string(&trace).unwrap_or_default();
+        t.matches("umask(").count() >= 2
+    }));
+    let calls: Vec<&str> = t
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, c)| c.trim_start()))
+        .filter(|c| {
+            c.starts_with("umask")
+                || (c.starts_with("bind") && c.contains("umask.sock"))
+                || c.contains("chmod")
+        })
+        .collect();
+    let umask = calls
+        .iter()
+        .position(|c| c.starts_with("umask(0177)"))
+        .expect(&t);
+    let bind = calls.iter().position(|c| c.starts_with("bind")).expect(&t);
+    let restore = calls
+        .iter()
+        .rposition(|c| c.starts_with("umask("))
+        .expect(&t);
+    assert!(umask < bind && bind < restore, "{calls:#?}");
+}
