@@ -206,7 +206,7 @@ async fn serve(
             StdStream::Tcp(s) => s
                 .set_nonblocking(true)
                 .and_then(|()| TcpStream::from_std(s))
-                .and_then(|s| Ok((s.peer_addr().ok(), Accepted::Tcp(s)))),
+                .map(|s| (s.peer_addr().ok(), Accepted::Tcp(s))),
             StdStream::Unix(s) => s
                 .set_nonblocking(true)
                 .and_then(|()| UnixStream::from_std(s))
