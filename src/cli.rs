@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueHint};
 
 use crate::diag::{parse_duration, Verbosity};
 use crate::endpoint::Endpoint;
@@ -98,7 +98,7 @@ pub struct ServeArgs {
 
     /// Append received lines to this file (mode 0640 if created) instead of
     /// standard output; SIGHUP reopens it
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     pub output: Option<PathBuf>,
 
     /// Ack a line only after fdatasync(2) of the output returned
