@@ -161,6 +161,26 @@ test_expect_success 'Accept=yes: one instance per connection, lines in the journ
 	grep -qx per-connection journal
 '
 
+# readme_block INFO: the fenced block of the README whose info string is INFO.
+readme_block() { awk -v t="$1" '$0 == "```" t {f = 1; next} /^```/ {f = 0} f' "$ROOT/README.md"; }
+
+test_expect_success 'README: lines to a file with the drop-in, rotated by its logrotate stanza' '
+	command -v logrotate >/dev/null || { echo "logrotate not installed"; false; } &&
+	mkdir -p "$CR/etc/systemd/system/sockserve.service.d" &&
+	readme_block systemd >"$CR/etc/systemd/system/sockserve.service.d/override.conf" &&
+	grep -q -- "--output /var/lib/sockserve/lines.log" "$CR/etc/systemd/system/sockserve.service.d/override.conf" &&
+	SC daemon-reload && SC stop sockserve.service &&
+	seq 5 | bounded sockclient -q 127.0.0.1:10008 &&
+	test "$(E cat /var/lib/sockserve/lines.log)" = "$(seq 5)" &&
+	readme_block logrotate >"$CR/etc/logrotate.d/sockserve" &&
+	E logrotate -f /etc/logrotate.d/sockserve &&
+	for i in $(seq 200); do E test -f /var/lib/sockserve/lines.log && break; sleep 0.05; done &&
+	seq 6 8 | bounded sockclient -q 127.0.0.1:10008 &&
+	test "$(E cat /var/lib/sockserve/lines.log.1)" = "$(seq 5)" &&
+	test "$(E cat /var/lib/sockserve/lines.log)" = "$(seq 6 8)" &&
+	test "$(E stat -c %a /var/lib/sockserve/lines.log)" = 640
+'
+
 test_expect_success 'systemd-analyze security rates the service' '
 	E systemd-analyze security --no-pager sockserve.service >security 2>&1;
 	tail -1 security | sed "s/^/# /" &&
