@@ -341,9 +341,12 @@ fn pump_stdin(ledger: Arc<Ledger>, echo: bool) {
         if echo {
             queue_echo(&ledger, &mut line, b"\n");
         }
-        if w.sock.write_all(b"\n").is_ok() {
-            w.partial = false;
-            ledger.sent.fetch_add(1, Ordering::SeqCst);
+        // Counted before the write, like every line, so its ack cannot
+        // arrive before the ledger knows the line.
+        ledger.sent.fetch_add(1, Ordering::SeqCst);
+        w.partial = false;
+        if let Err(e) = w.sock.write_all(b"\n") {
+            ledger.set_problem(format!("cannot send to the server: {}", describe(&e)));
         }
     }
     ledger.finish_input(&mut w);
