@@ -1,0 +1,265 @@
+//! The load generator of `scripts/bench`. Every mode checks what it
+//! measures: each greeting, each ack counted, nothing extra; a mode that
+//! sees a wrong byte exits 1. Every loop is bounded in count and time.
+//! Only loopback and Unix addresses are accepted.
+//!
+//!     loadgen throughput ADDR LINES            pipelined lines/s on one connection
+//!     loadgen multi ADDR CLIENTS LINES         pipelined lines/s over many connections
+//!     loadgen connrate ADDR THREADS SECONDS    connect, greeting, line, ack, close: per s
+//!     loadgen hold ADDR N                      hold N served connections until stdin ends
+//!     loadgen latency ADDR COUNT               one-line round trips: p50 and p99 in µs
+//!     loadgen fsync-baseline FILE SECONDS      one fdatasync per line: lines/s
+//!
+//! Output is one line of `key=value` pairs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+const ACK: &[u8] = b"Information Received\n";
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn die(msg: String) -> ! {
+    eprintln!("loadgen: {msg}");
+    std::process::exit(1)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    let a: SocketAddr = s
+        .parse()
+        .unwrap_or_else(|_| die(format!("'{s}' is not IP:PORT")));
+    if !a.ip().is_loopback() {
+        die(format!(
+            "{a} is not a loopback address; loadgen drives loopback only"
+        ));
+    }
+    a
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
+    args.get(i)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| die(format!("missing or bad {what}")))
+}
+
+/// Connects and checks the greeting.
+fn connect(a: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&a, Duration::from_secs(10))
+        .unwrap_or_else(|e| die(format!("connect {a}: {e}")));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut g = [0u8; 8];
+    let mut got = 0;
+    while got < 8 {
+        match (&s).read(&mut g[got..]) {
+            Ok(0) => die("connection closed before the greeting".into()),
+            Ok(n) => got += n,
+            Err(e) => die(format!("greeting: {e}")),
+        }
+    }
+    if &g != b"connect\n" {
+        die(format!("bad greeting {:?}", String::from_utf8_lossy(&g)));
+    }
+    s
+}
+
+/// Reads exactly `n` acks, checking every byte.
+fn read_acks(s: &TcpStream, n: u64) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let total = n * ACK.len() as u64;
+    let mut seen = 0u64;
+    while seen < total {
+        let k = match (&*s).read(&mut buf) {
+            Ok(0) => die(format!(
+                "closed after {} of {n} acks",
+                seen / ACK.len() as u64
+            )),
+            Ok(k) => k,
+            Err(e) => die(format!(
+                "reading acks: {e} after {} of {n}",
+                seen / ACK.len() as u64
+            )),
+        };
+        for (i, b) in buf[..k].iter().enumerate() {
+            if *b != ACK[((seen + i as u64) % ACK.len() as u64) as usize] {
+                die(format!("not an ack at byte {}", seen + i as u64));
+            }
+        }
+        seen += k as u64;
+        if seen > total {
+            die("more acks than lines".into());
+        }
+    }
+}
+
+fn lines_buffer(n: u64, tag: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n as usize * 12);
+    for i in 0..n {
+        writeln!(v, "{tag}:{i}").unwrap();
+    }
+    v
+}
+
+/// Sends `n` lines pipelined and waits for every ack; returns seconds.
+fn pipelined(a: SocketAddr, n: u64, tag: u64) -> f64 {
+    let s = connect(a);
+    let data = lines_buffer(n, tag);
+    let w = s.try_clone().unwrap();
+    let t = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut w = w;
+        w.write_all(&data)
+            .unwrap_or_else(|e| die(format!("send: {e}")));
+    });
+    read_acks(&s, n);
+    writer.join().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    secs
+}
+
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("");
+    match mode {
+        "throughput" => {
+            let n: u64 = arg(&args, 3, "LINES");
+            let secs = pipelined(addr(&args[2]), n, 0);
+            println!(
+                "lines={n} seconds={secs:.3} lines_per_s={:.0}",
+                n as f64 / secs
+            );
+        }
+        "multi" => {
+            let a = addr(&args[2]);
+            let clients: u64 = arg(&args, 3, "CLIENTS");
+            let n: u64 = arg(&args, 4, "LINES");
+            let t = Instant::now();
+            let hs: Vec<_> = (0..clients)
+                .map(|c| std::thread::spawn(move || pipelined(a, n, c)))
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let total = clients * n;
+            println!(
+                "lines={total} seconds={secs:.3} lines_per_s={:.0}",
+                total as f64 / secs
+            );
+        }
+        "connrate" => {
+            let a = addr(&args[2]);
+            let threads: u64 = arg(&args, 3, "THREADS");
+            let secs: f64 = arg(&args, 4, "SECONDS");
+            let stop = Instant::now() + Duration::from_secs_f64(secs.min(LIMIT.as_secs_f64()));
+            let t = Instant::now();
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let mut done = 0u64;
+                        while Instant::now() < stop && done < 1_000_000 {
+                            let mut s = connect(a);
+                            s.write_all(b"one line\n")
+                                .unwrap_or_else(|e| die(format!("send: {e}")));
+                            read_acks(&s, 1);
+                            let _ = s.shutdown(std::net::Shutdown::Write);
+                            // Wait for the server's close, so nothing lingers.
+                            let mut b = [0u8; 64];
+                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            let el = t.elapsed().as_secs_f64();
+            println!(
+                "connections={total} seconds={el:.3} conns_per_s={:.0}",
+                total as f64 / el
+            );
+        }
+        "hold" => {
+            raise_nofile();
+            let a = addr(&args[2]);
+            let n: usize = arg(&args, 3, "N");
+            let mut held = Vec::with_capacity(n);
+            let t = Instant::now();
+            for _ in 0..n {
+                if t.elapsed() > LIMIT {
+                    die(format!("only {} connections within {LIMIT:?}", held.len()));
+                }
+                let mut s = connect(a);
+                s.write_all(b"hello\n")
+                    .unwrap_or_else(|e| die(format!("send: {e}")));
+                read_acks(&s, 1);
+                held.push(s);
+            }
+            println!("held={}", held.len());
+            std::io::stdout().flush().unwrap();
+            // Hold until the caller closes our stdin.
+            let mut line = String::new();
+            let _ = BufReader::new(std::io::stdin()).read_line(&mut line);
+        }
+        "latency" => {
+            let a = addr(&args[2]);
+            let count: usize = arg(&args, 3, "COUNT");
+            let mut s = connect(a);
+            let mut us = Vec::with_capacity(count);
+            let mut buf = [0u8; 64];
+            let t0 = Instant::now();
+            for _ in 0..count {
+                if t0.elapsed() > LIMIT {
+                    break;
+                }
+                let t = Instant::now();
+                s.write_all(b"ping\n").unwrap();
+                let mut got = 0;
+                while got < ACK.len() {
+                    got += s
+                        .read(&mut buf[got..])
+                        .unwrap_or_else(|e| die(format!("{e}")));
+                }
+                if &buf[..ACK.len()] != ACK {
+                    die("bad ack".into());
+                }
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            us.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let p = |q: f64| us[((us.len() as f64 - 1.0) * q) as usize];
+            println!(
+                "count={} p50_us={:.1} p99_us={:.1}",
+                us.len(),
+                p(0.5),
+                p(0.99)
+            );
+        }
+        "fsync-baseline" => {
+            let path = &args[2];
+            let secs: f64 = arg(&args, 3, "SECONDS");
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            let t = Instant::now();
+            let mut n = 0u64;
+            while t.elapsed().as_secs_f64() < secs.min(60.0) {
+                writeln!(f, "line {n}").unwrap();
+                f.sync_data().unwrap();
+                n += 1;
+            }
+            let el = t.elapsed().as_secs_f64();
+            println!("lines={n} seconds={el:.3} lines_per_s={:.0}", n as f64 / el);
+        }
+        _ => die("usage: see the comment at the top of examples/loadgen.rs".into()),
+    }
+}
