@@ -400,6 +400,22 @@ impl Printer {
         self.check(r);
     }
 
+    /// Prints a run of whole ack lines exactly as they came.
+    fn acks(&mut self, ledger: &Ledger, run: &[u8], ack_line: &[u8]) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Acks if !self.closed => {
+                let r = self.out.write_all(run);
+                self.check(r);
+            }
+            _ => {
+                for line in run.chunks(ack_line.len()) {
+                    self.ack(ledger, trim_eol(line));
+                }
+            }
+        }
+    }
+
     fn flush(&mut self) {
         if !self.closed {
             let r = self.out.flush();
@@ -414,6 +430,95 @@ impl Printer {
             }
             self.closed = true;
         }
+    }
+}
+
+/// The count of acks, and the check that each line from the server is one.
+struct Tally {
+    ack: Vec<u8>,
+    /// `ack` and its newline.
+    ack_line: Vec<u8>,
+    /// `ack_line` many times over: a run of acks is checked against it a
+    /// block at a time, not line by line.
+    block: Vec<u8>,
+    acked: u64,
+    /// Acks beyond the lines sent.
+    extra: u64,
+    last_progress: Instant,
+}
+
+impl Tally {
+    fn new(ack: &[u8]) -> Tally {
+        let mut ack_line = ack.to_vec();
+        ack_line.push(b'\n');
+        Tally {
+            ack: ack.to_vec(),
+            block: ack_line.repeat((64 * 1024 / ack_line.len()).max(1)),
+            ack_line,
+            acked: 0,
+            extra: 0,
+            last_progress: Instant::now(),
+        }
+    }
+
+    fn count(&mut self, n: u64, ledger: &Ledger) {
+        let owed = ledger
+            .sent
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.acked);
+        self.acked += n.min(owed);
+        self.extra += n.saturating_sub(owed);
+        self.last_progress = Instant::now();
+    }
+
+    /// Bytes at the start of `buf` that are whole ack lines, exactly.
+    fn ack_run(&self, buf: &[u8]) -> usize {
+        let len = self.ack_line.len();
+        let whole = buf.len() / len * len;
+        let mut i = 0;
+        while i < whole {
+            let k = (whole - i).min(self.block.len());
+            if buf[i..i + k] == self.block[..k] {
+                i += k;
+                continue;
+            }
+            while i < whole && buf[i..i + len] == self.ack_line[..] {
+                i += len;
+            }
+            break;
+        }
+        i
+    }
+
+    /// Takes every complete line of `buf`: acks are counted and printed,
+    /// anything else goes to standard error. Returns the bytes used.
+    fn absorb(&mut self, buf: &[u8], ledger: &Ledger, printer: &mut Printer) -> usize {
+        let mut i = 0;
+        loop {
+            let run = self.ack_run(&buf[i..]);
+            if run > 0 {
+                self.count((run / self.ack_line.len()) as u64, ledger);
+                printer.acks(ledger, &buf[i..i + run], &self.ack_line);
+                i += run;
+                continue;
+            }
+            let Some(nl) = memchr(b'\n', &buf[i..]) else {
+                break;
+            };
+            let line = trim_eol(&buf[i..=i + nl]);
+            if line == self.ack {
+                self.count(1, ledger);
+                printer.ack(ledger, line);
+            } else {
+                crate::warn!(
+                    "unexpected line from the server: {}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+            i += nl + 1;
+        }
+        printer.flush();
+        i
     }
 }
 
@@ -467,37 +572,17 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
         mode: cfg.mode,
         closed: false,
     };
-    let ack = cfg.texts.ack.as_bytes();
-    let mut acked: u64 = 0;
-    let mut extra: u64 = 0;
-    let mut last_progress = Instant::now();
+    let mut tally = Tally::new(cfg.texts.ack.as_bytes());
     let mut stop_deadline: Option<Instant> = None;
     let mut signals_seen = 0;
     let mut chunk = vec![0u8; 64 * 1024];
     let end: Option<String> = loop {
         // Lines already in the inbox (after the greeting) come first.
-        let mut start = 0;
-        for nl in memchr_iter(b'\n', &inbox.buf) {
-            let line = trim_eol(&inbox.buf[start..=nl]);
-            start = nl + 1;
-            if line == ack {
-                if acked < ledger.sent.load(Ordering::SeqCst) {
-                    acked += 1;
-                } else {
-                    extra += 1;
-                }
-                printer.ack(&ledger, line);
-                last_progress = Instant::now();
-            } else {
-                crate::warn!(
-                    "unexpected line from the server: {}",
-                    String::from_utf8_lossy(line)
-                );
-            }
-        }
-        inbox.buf.drain(..start);
+        let used = tally.absorb(&inbox.buf, &ledger, &mut printer);
+        inbox.buf.drain(..used);
         printer.flush();
         let sent = ledger.sent.load(Ordering::SeqCst);
+        let acked = tally.acked;
         let input_done = ledger.input_done.load(Ordering::SeqCst);
         if input_done && acked >= sent {
             break None;
@@ -528,7 +613,7 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
             }
         }
         if let Some(t) = cfg.ack_timeout {
-            if acked < sent && last_progress.elapsed() >= t {
+            if acked < sent && tally.last_progress.elapsed() >= t {
                 break Some(format!(
                     "no ack for {:.1} s (--ack-timeout)",
                     t.as_secs_f64()
@@ -536,7 +621,7 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
             }
         }
         if acked >= sent {
-            last_progress = Instant::now();
+            tally.last_progress = Instant::now();
         }
         match reader.read(&mut chunk) {
             Ok(0) => break Some("the server closed the connection".to_string()),
@@ -554,6 +639,7 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
     // Whatever stopped us, no more lines go out.
     stop_input(&ledger);
     let sent = ledger.sent.load(Ordering::SeqCst);
+    let (acked, extra) = (tally.acked, tally.extra);
     let problem = ledger
         .problem
         .lock()
