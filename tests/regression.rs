@@ -18,8 +18,9 @@ fn last_line_without_newline_is_counted_before_its_ack_can_arrive() {
     }
 }
 
-/// The sink committed the batches pending at a SIGHUP to the old file and
-/// then again to the new one: lines duplicated across a logrotate.
+/// The sink thread committed the batches pending at a SIGHUP to the old
+/// file and then again to the new one: lines duplicated across a
+/// logrotate. (--fsync, so that the thread path is the one taken.)
 #[test]
 fn batches_pending_at_sighup_are_written_once() {
     let dir = tempfile::tempdir().unwrap();

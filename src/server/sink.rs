@@ -1,24 +1,31 @@
 //! The output sink and its commit: write, then `fdatasync` where asked,
-//! then tell every waiting connection it may ack.
+//! then tell the waiting connection it may ack.
 //!
-//! One thread owns the output. Connections send it batches of complete
-//! lines; it takes every batch that is waiting, writes them all in one
-//! `writev`, syncs once if `--fsync` asks for it (group commit: many
-//! connections share one sync), and only then answers each batch. A write
-//! or sync that fails answers every batch, then and after, with failure:
-//! no line is ever acked that did not reach the output.
+//! Two paths, chosen once at start by what the output is:
 //!
-//! Writing on a thread of its own keeps a slow reader of standard output
-//! (a full pipe) from blocking the runtime's workers; connections wait for
-//! their answer, so they stop reading and the pressure reaches the clients.
+//! - **Thread** (pipes, terminals, sockets, and any output with
+//!   `--fsync`): one thread owns the output. Connections send it batches;
+//!   it takes every batch that is waiting, writes them in one `writev`,
+//!   syncs once if asked (group commit: many connections share one sync),
+//!   and only then answers each batch. A slow reader of a pipe blocks this
+//!   thread, not the runtime's workers; connections wait for their answer,
+//!   stop reading, and the pressure reaches the clients.
+//! - **Inline** (a regular file or a device such as `/dev/null`, without
+//!   `--fsync`): such writes never wait for a reader, so the connection's
+//!   task writes under a lock itself and saves the thread hop (half the
+//!   round-trip latency).
+//!
+//! Either way, a write or sync that fails answers every batch, then and
+//! after, with failure: no line is ever acked that did not reach the
+//! output.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
 
@@ -54,10 +61,84 @@ enum Msg {
     Reopen,
 }
 
+/// The output and what is known of it, whichever way lines reach it.
+struct Writer {
+    file: File,
+    output: Output,
+    fsync: bool,
+    /// False once a write or sync failed: nothing is acked after that.
+    ok: bool,
+    lines: Arc<AtomicU64>,
+    failed: watch::Sender<bool>,
+}
+
+impl Writer {
+    /// Writes the batches in order, then syncs if asked. False, said once,
+    /// if the output failed now or before.
+    fn commit(&mut self, bufs: &[&[u8]], lines: u64) -> bool {
+        if !self.ok {
+            return false;
+        }
+        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let result = write_all_vectored(&mut self.file, &mut slices).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.lines.fetch_add(lines, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let what = if e.kind() == io::ErrorKind::BrokenPipe {
+                    "output closed".to_string()
+                } else {
+                    format!("cannot write output {}", self.output)
+                };
+                crate::error!(
+                    "{what}: {}; no more lines are acked, stopping",
+                    describe(&e)
+                );
+                self.ok = false;
+                let _ = self.failed.send(true);
+            }
+        }
+        self.ok
+    }
+
+    /// Reopens the output file (SIGHUP); keeps the old one if that fails.
+    fn reopen(&mut self) {
+        if !self.ok {
+            return;
+        }
+        match open(&self.output) {
+            Ok(f) => {
+                self.file = f;
+                crate::info!("reopened output {}", self.output);
+            }
+            Err(e) => crate::warn!("{e}; still writing to the old file"),
+        }
+    }
+}
+
+/// How a commit reaches the output.
+enum Path {
+    /// The connection's own task writes, under a lock: for outputs that
+    /// never wait for a reader (a regular file, `/dev/null`) when no
+    /// `--fsync` asks for a shared sync. No thread hop, lowest latency.
+    Inline(Mutex<Writer>),
+    /// The sink thread writes: for pipes, terminals and sockets, whose
+    /// writes can block on a slow reader, and for `--fsync`, where one
+    /// sync serves every batch that waits (group commit).
+    Thread(mpsc::Sender<Msg>),
+}
+
 /// The connections' handle on the sink.
 #[derive(Clone)]
 pub struct Sink {
-    tx: mpsc::Sender<Msg>,
+    path: Arc<Path>,
     /// Lines written to the output so far.
     pub lines: Arc<AtomicU64>,
 }
@@ -80,89 +161,123 @@ fn open(output: &Output) -> Result<File, String> {
         .map_err(|e| format!("cannot use {output} as output: {}", describe(&e)))
 }
 
+/// Whether writes to `file` can never wait for a reader.
+fn never_blocks(file: &File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    match file.metadata() {
+        Ok(m) if m.is_file() => true,
+        Ok(m) if m.file_type().is_char_device() => {
+            !nix::unistd::isatty(file.as_raw_fd()).unwrap_or(true)
+        }
+        _ => false,
+    }
+}
+
 impl Sink {
-    /// Opens the output and starts the sink thread. `failed` becomes true
-    /// when the output fails; the server then stops.
+    /// Opens the output and, where needed, starts the sink thread.
+    /// `failed` becomes true when the output fails; the server then stops.
     pub fn start(output: Output, fsync: bool, failed: watch::Sender<bool>) -> Result<Sink, String> {
         if fsync {
             check_fsync(&output)?;
         }
-        let mut file = open(&output)?;
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let file = open(&output)?;
         let lines = Arc::new(AtomicU64::new(0));
-        let counter = lines.clone();
+        let inline = !fsync && never_blocks(&file);
+        let writer = Writer {
+            file,
+            output,
+            fsync,
+            ok: true,
+            lines: lines.clone(),
+            failed,
+        };
+        if inline {
+            return Ok(Sink {
+                path: Arc::new(Path::Inline(Mutex::new(writer))),
+                lines,
+            });
+        }
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("sink".into())
-            .spawn(move || {
-                let mut ok = true;
-                let mut pending: Vec<(Vec<u8>, u64, oneshot::Sender<bool>)> = Vec::new();
-                while let Ok(first) = rx.recv() {
-                    let mut next = Some(first);
-                    let mut bytes = 0;
-                    while let Some(msg) = next.take() {
-                        match msg {
-                            Msg::Reopen => {
-                                // Commit and answer what came before, then switch.
-                                ok = settle(
-                                    &mut file,
-                                    &mut pending,
-                                    ok,
-                                    fsync,
-                                    &output,
-                                    &counter,
-                                    &failed,
-                                );
-                                if ok {
-                                    match open(&output) {
-                                        Ok(f) => {
-                                            file = f;
-                                            crate::info!("reopened output {output}");
-                                        }
-                                        Err(e) => {
-                                            crate::warn!("{e}; still writing to the old file")
-                                        }
-                                    }
-                                }
-                            }
-                            Msg::Commit { data, lines, done } => {
-                                bytes += data.len();
-                                pending.push((data, lines, done));
-                            }
-                        }
-                        if bytes < COMMIT_BYTES {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    ok = settle(
-                        &mut file,
-                        &mut pending,
-                        ok,
-                        fsync,
-                        &output,
-                        &counter,
-                        &failed,
-                    );
-                }
-            })
+            .spawn(move || sink_thread(writer, rx))
             .map_err(|e| format!("cannot start the output thread: {}", describe(&e)))?;
-        Ok(Sink { tx, lines })
+        Ok(Sink {
+            path: Arc::new(Path::Thread(tx)),
+            lines,
+        })
     }
 
     /// Hands lines to the sink; the answer says whether they reached the
     /// output (and the disk, with `--fsync`). `false` also when the sink is
     /// gone.
     pub async fn commit(&self, data: Vec<u8>, lines: u64) -> bool {
-        let (done, rx) = oneshot::channel();
-        if self.tx.send(Msg::Commit { data, lines, done }).is_err() {
-            return false;
+        match &*self.path {
+            Path::Inline(w) => lock(w).commit(&[&data], lines),
+            Path::Thread(tx) => {
+                let (done, rx) = oneshot::channel();
+                if tx.send(Msg::Commit { data, lines, done }).is_err() {
+                    return false;
+                }
+                rx.await.unwrap_or(false)
+            }
         }
-        rx.await.unwrap_or(false)
     }
 
-    /// Asks the sink to reopen the output file (SIGHUP), after committing
-    /// everything handed to it before.
+    /// Reopens the output file (SIGHUP), after everything handed to the
+    /// sink before is committed.
     pub fn reopen(&self) {
-        let _ = self.tx.send(Msg::Reopen);
+        match &*self.path {
+            Path::Inline(w) => lock(w).reopen(),
+            Path::Thread(tx) => {
+                let _ = tx.send(Msg::Reopen);
+            }
+        }
+    }
+}
+
+fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sink thread: takes every batch that is waiting (up to
+/// `COMMIT_BYTES`), commits them together, answers each.
+fn sink_thread(mut writer: Writer, rx: mpsc::Receiver<Msg>) {
+    let mut pending: Vec<(Vec<u8>, u64, oneshot::Sender<bool>)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut bytes = 0;
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Reopen => {
+                    // Commit and answer what came before, then switch.
+                    settle(&mut writer, &mut pending);
+                    writer.reopen();
+                }
+                Msg::Commit { data, lines, done } => {
+                    bytes += data.len();
+                    pending.push((data, lines, done));
+                }
+            }
+            if bytes < COMMIT_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        settle(&mut writer, &mut pending);
+    }
+}
+
+/// Commits the pending batches and answers each of them, leaving none
+/// pending.
+fn settle(writer: &mut Writer, pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<bool>)>) {
+    if pending.is_empty() {
+        return;
+    }
+    let bufs: Vec<&[u8]> = pending.iter().map(|(d, _, _)| d.as_slice()).collect();
+    let lines = pending.iter().map(|(_, l, _)| l).sum();
+    let ok = writer.commit(&bufs, lines);
+    for (_, _, done) in pending.drain(..) {
+        let _ = done.send(ok);
     }
 }
 
@@ -187,69 +302,6 @@ pub fn check_fsync(output: &Output) -> Result<(), String> {
         Err(format!(
             "--fsync needs an output that is a file, and {output} is not; give --output FILE or redirect to a file"
         ))
-    }
-}
-
-/// Commits the pending batches (unless the output already failed) and
-/// answers each of them, leaving none pending. Returns whether the output
-/// is still good.
-fn settle(
-    file: &mut File,
-    pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<bool>)>,
-    ok: bool,
-    fsync: bool,
-    output: &Output,
-    counter: &AtomicU64,
-    failed: &watch::Sender<bool>,
-) -> bool {
-    let ok = ok && commit(file, pending, fsync, output, counter);
-    if !ok {
-        let _ = failed.send(true);
-    }
-    for (_, _, done) in pending.drain(..) {
-        let _ = done.send(ok);
-    }
-    ok
-}
-
-/// Writes every pending batch in order, then syncs. Returns false (and
-/// says why, once) if anything failed.
-fn commit(
-    file: &mut File,
-    pending: &mut [(Vec<u8>, u64, oneshot::Sender<bool>)],
-    fsync: bool,
-    output: &Output,
-    counter: &AtomicU64,
-) -> bool {
-    if pending.is_empty() {
-        return true;
-    }
-    let mut slices: Vec<IoSlice<'_>> = pending.iter().map(|(d, _, _)| IoSlice::new(d)).collect();
-    let result = write_all_vectored(file, &mut slices).and_then(|()| {
-        if fsync {
-            file.sync_data()
-        } else {
-            Ok(())
-        }
-    });
-    match result {
-        Ok(()) => {
-            let n: u64 = pending.iter().map(|(_, l, _)| l).sum();
-            counter.fetch_add(n, Ordering::Relaxed);
-            true
-        }
-        Err(e) => {
-            let what = if e.kind() == io::ErrorKind::BrokenPipe {
-                "output closed".to_string()
-            } else {
-                format!("cannot write output {output}")
-            };
-            crate::error!(
-                "{what}: {}; no more lines are acked, stopping",
-                describe(&e)
-            );
-            false
-        }
     }
 }
 
