@@ -267,6 +267,8 @@ struct Ledger {
     input_done: AtomicBool,
     /// Stop sending: a signal came, or standard output closed.
     stop: AtomicBool,
+    /// Standard input was read and sent to its end.
+    input_complete: AtomicBool,
     /// Serialises writes with the half-close a signal does, so no line is
     /// ever cut in two by it. Holds whether a partial line was written.
     writer: Mutex<WriterState>,
@@ -347,7 +349,12 @@ fn pump_stdin(ledger: Arc<Ledger>, echo: bool) {
         w.partial = false;
         if let Err(e) = w.sock.write_all(b"\n") {
             ledger.set_problem(format!("cannot send to the server: {}", describe(&e)));
+            ledger.finish_input(&mut w);
+            return;
         }
+    }
+    if !ledger.input_done.load(Ordering::SeqCst) {
+        ledger.input_complete.store(true, Ordering::SeqCst);
     }
     ledger.finish_input(&mut w);
 }
@@ -547,6 +554,7 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
         sent: AtomicU64::new(0),
         input_done: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        input_complete: AtomicBool::new(false),
         writer: Mutex::new(WriterState {
             sock: writer,
             partial: false,
@@ -655,7 +663,10 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
             started.elapsed().as_secs_f64()
         );
     }
-    if lost > 0 || (problem.is_some() && !printer.closed) {
+    // Input left unsent is lost too, unless we stopped it ourselves (a
+    // signal, or standard output closed).
+    let unsent = !ledger.input_complete.load(Ordering::SeqCst) && stop_deadline.is_none();
+    if lost > 0 || unsent || (problem.is_some() && !printer.closed) {
         let why = [end, problem]
             .into_iter()
             .flatten()
@@ -663,6 +674,10 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
             .join("; ");
         if lost > 0 {
             crate::error!("{lost} of {sent} lines were not acknowledged ({why})");
+        } else if unsent {
+            crate::error!(
+                "the input was not sent to its end ({why}); the {sent} lines sent were acknowledged"
+            );
         } else {
             crate::error!("{why}");
         }

@@ -1,0 +1,332 @@
+//! Faults: resets, kill -9, SIGTERM under load, a full disk, running out
+//! of descriptors. The invariant every test checks: no line is ever acked
+//! that is not in the output.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+const ACK: &[u8] = b"Information Received\n";
+
+/// A client that pipelines lines `tag:N` and records which were acked
+/// (the k-th ack is for the k-th line), until the connection ends or
+/// `stop` is set.
+fn streamer(
+    addr: String,
+    tag: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let Ok(s) = TcpStream::connect(&addr) else {
+            return Vec::new();
+        };
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut g = String::new();
+        if r.read_line(&mut g).is_err() || g != "connect\n" {
+            return Vec::new();
+        }
+        let mut w = s.try_clone().unwrap();
+        let stop2 = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop2.load(Ordering::Relaxed) && n < 1_000_000 {
+                let batch: String = (n..n + 100).map(|i| format!("{tag}:{i}\n")).collect();
+                if w.write_all(batch.as_bytes()).is_err() {
+                    break;
+                }
+                n += 100;
+            }
+        });
+        let mut acked = 0;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line == ACK => acked += 1,
+                Ok(_) => break,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.join();
+        (0..acked).map(|i| format!("{tag}:{i}")).collect()
+    })
+}
+
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Fault: clients reset their connection (SO_LINGER 0) in the middle of a
+/// stream, 50 times. Pass: no panic, the server is up, a client streaming
+/// alongside is unaffected, and every acked line is in the output.
+#[test]
+fn resets_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let s = Server::start(&["-o", out.to_str().unwrap(), "127.0.0.1:0"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = streamer(s.addr().to_string(), 0, stop.clone());
+    for i in 0..50 {
+        let mut p = Peer::connect(s.addr()).greeted();
+        let data: String = (0..1000).map(|j| format!("reset{i}:{j}\n")).collect();
+        let _ = p.send(data.as_bytes());
+        let Peer::Tcp(t) = p else { unreachable!() };
+        nix::sys::socket::setsockopt(
+            &t,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(t);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let acked = steady.join().unwrap();
+    assert!(
+        acked.len() > 100,
+        "the steady client got {} acks",
+        acked.len()
+    );
+    let mut p = Peer::connect(s.addr()).greeted();
+    p.send(b"still up\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert!(!s.stderr.text().contains("panicked"), "{}", s.stderr.text());
+    let written: HashSet<String> = lines_of(&out).into_iter().collect();
+    for l in &acked {
+        assert!(written.contains(l), "acked but not written: {l}");
+    }
+}
+
+/// Fault: kill -9 of the server while 10 clients stream, 10 times. Pass:
+/// every line any client saw acked is in the output file.
+#[test]
+fn kill_9_loses_no_acked_line() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let s = Server::start(&["-o", out.to_str().unwrap(), "127.0.0.1:0"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..10)
+            .map(|c| streamer(s.addr().to_string(), c, stop.clone()))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + 20 * round));
+        s.signal(Signal::SIGKILL);
+        let acked: Vec<String> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: nothing was acked before the kill"
+        );
+        let written: HashSet<String> = lines_of(&out).into_iter().collect();
+        let missing: Vec<_> = acked
+            .iter()
+            .filter(|l| !written.contains(*l))
+            .take(5)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: acked but not written: {missing:?}"
+        );
+    }
+}
+
+/// Fault: SIGTERM while 10 sockclients stream 100,000 lines each (fed
+/// over 5 s, so they are mid-stream at the 2 s deadline). Pass: the server exits 0 within the
+/// 2 s drain deadline (plus a second); every line a client saw acked
+/// (`--echo`) is in the output, which has no duplicates; each client
+/// cut off exits 1 saying how many lines were not acknowledged, or that
+/// its input was not sent to its end.
+#[test]
+fn sigterm_under_load_drains_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut s = Server::start(&[
+        "--drain-timeout",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    let mut clients = Vec::new();
+    for c in 0..10 {
+        let mut child = Command::new(sockclient_bin())
+            .args(["--echo", s.addr()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            for k in 0..100 {
+                let batch: String = (k * 1000..(k + 1) * 1000)
+                    .map(|i| format!("{c}:{i}\n"))
+                    .collect();
+                if stdin.write_all(batch.as_bytes()).is_err() {
+                    return;
+                }
+                // 100 batches over 5 s: still streaming at the deadline.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut so = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = String::new();
+            let _ = so.read_to_string(&mut v);
+            v
+        });
+        let err = Lines::collect(child.stderr.take().unwrap());
+        clients.push((child, feeder, reader, err));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait().code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "drain took {:?}",
+        t.elapsed()
+    );
+    let written = lines_of(&out);
+    let set: HashSet<&String> = written.iter().collect();
+    assert_eq!(set.len(), written.len(), "duplicates in the output");
+    let mut cut = 0;
+    for (mut child, feeder, reader, err) in clients {
+        let st = wait_child(&mut child, WAIT, &err);
+        let echoed = reader.join().unwrap();
+        let _ = feeder.join();
+        for l in echoed.lines() {
+            let (line, ack) = l.split_once('\t').unwrap();
+            assert_eq!(ack, "Information Received");
+            assert!(
+                set.contains(&line.to_string()),
+                "acked but not written: {line}"
+            );
+        }
+        if st.code() == Some(1) {
+            cut += 1;
+            let m = err.wait_for("sockclient: ");
+            assert!(
+                m.contains(" lines were not acknowledged")
+                    || m.contains("the input was not sent to its end"),
+                "{m}"
+            );
+        } else {
+            assert_eq!(st.code(), Some(0));
+        }
+    }
+    assert!(
+        cut > 0,
+        "no client was cut by the drain: the test did not test it"
+    );
+}
+
+/// Fault: the output file is on a full file system (a 1 MiB tmpfs).
+/// Pass: acks stop at the first failed write, no unwritten line is
+/// acked, the server exits 1 saying so, and the client reports the loss.
+#[test]
+fn full_disk_stops_acks() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "sockserve-test",
+            mnt.to_str().unwrap(),
+        ])
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let out = mnt.join("out");
+    let mut s = Server::start(&["-o", out.to_str().unwrap(), "127.0.0.1:0"]);
+    let input: String = (0..100_000)
+        .map(|i| format!("line {i:06} of a disk that fills up\n"))
+        .collect();
+    let r = run_bin(sockclient_bin(), &["--echo", s.addr()], input.as_bytes());
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("lines were not acknowledged"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.wait().code(), Some(1));
+    assert!(
+        s.stderr.text().contains("no space left on device"),
+        "{}",
+        s.stderr.text()
+    );
+    let written: HashSet<String> = lines_of(&out).into_iter().collect();
+    let echoed = r.out();
+    assert!(echoed.lines().count() > 1000, "hardly anything was acked");
+    for l in echoed.lines() {
+        let line = l.split_once('\t').unwrap().0;
+        assert!(written.contains(line), "acked but not written: {line}");
+    }
+}
+
+/// Fault: `ulimit -n 64` and 100 clients connecting at once. Pass: the
+/// server neither exits nor spins (under 0.5 s of CPU in 5 s while the
+/// clients wait), the clients beyond its room are refused or wait, and
+/// once they leave a new client is served.
+#[test]
+fn sixty_four_descriptors_and_a_hundred_clients() {
+    let mut b = ServerBuilder::new(&["127.0.0.1:0"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        b.cmd.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 64, 64)?;
+            Ok(())
+        });
+    }
+    let mut s = b.start();
+    let peers: Vec<Peer> = (0..100).map(|_| s.connect()).collect();
+    let before = cpu_ticks(s.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let spent = cpu_ticks(s.pid()) - before;
+    assert!(spent < 50, "{spent} ticks of CPU in 5 s");
+    assert!(s.child.try_wait().unwrap().is_none(), "server exited");
+    drop(peers);
+    assert!(eventually(WAIT, || {
+        let mut p = Peer::connect(s.addr());
+        p.set_timeout(Duration::from_secs(2));
+        p.line().as_deref() == Some("connect\n")
+    }));
+}
