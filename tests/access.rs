@@ -218,6 +218,18 @@ fn socket_file_is_never_wider_than_asked() {
         t = std::fs::read_to_string(&trace).unwrap_or_default();
         t.matches("umask(").count() >= 2
     }));
+    // strace's death would leave the traced server running: stop it. Each
+    // trace line starts with the pid; the first is sockserve's.
+    if let Some(pid) = t
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let calls: Vec<&str> = t
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(_, c)| c.trim_start()))

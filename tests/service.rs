@@ -495,13 +495,6 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
     );
 }
 
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 #[test]
 fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     let mut s = Server::start(&["127.0.0.1:0"]);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout_at};
+use tokio::time::timeout_at;
 
 use super::{Phase, Shared};
 use crate::diag::describe;
@@ -28,6 +28,7 @@ pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 pub trait Conn: AsyncWrite + Unpin + Send + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
 impl Conn for TcpStream {
@@ -37,6 +38,9 @@ impl Conn for TcpStream {
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         TcpStream::try_read_buf(self, buf)
     }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
 }
 
 impl Conn for UnixStream {
@@ -45,6 +49,9 @@ impl Conn for UnixStream {
     }
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         UnixStream::try_read_buf(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        UnixStream::try_write(self, buf)
     }
 }
 
@@ -120,6 +127,11 @@ impl<S: Conn> State<S> {
         let mut framer = Framer::new(cfg.max_line);
         let mut last_line = Instant::now();
         let mut last_byte = Instant::now();
+        // One timer for the connection's life. It is moved only when the
+        // deadline comes earlier, or when it fires before the deadline,
+        // which has moved on since: not once per read.
+        let timer = tokio::time::sleep_until(far_future().into());
+        tokio::pin!(timer);
         loop {
             let phase = *self.shutdown.borrow_and_update();
             let idle = cfg.idle_timeout.map(|t| last_line + t);
@@ -130,6 +142,11 @@ impl<S: Conn> State<S> {
                 }
                 Phase::Abort => return End::Drain,
             };
+            if let Some(d) = deadline {
+                if d < timer.deadline().into_std() {
+                    timer.as_mut().reset(d.into());
+                }
+            }
             tokio::select! {
                 biased;
                 r = self.shutdown.changed() => {
@@ -143,8 +160,14 @@ impl<S: Conn> State<S> {
                         return End::Error(e);
                     }
                 }
-                _ = sleep_until(deadline.unwrap_or_else(far_future).into()), if deadline.is_some() => {
-                    return if phase == Phase::Running || idle.is_some_and(|i| Instant::now() >= i) {
+                _ = &mut timer, if deadline.is_some() => {
+                    let now = Instant::now();
+                    if let Some(d) = deadline.filter(|d| *d > now) {
+                        timer.as_mut().reset(d.into());
+                        continue;
+                    }
+                    timer.as_mut().reset(far_future().into());
+                    return if phase == Phase::Running || idle.is_some_and(|i| now >= i) {
                         End::Idle
                     } else {
                         End::Drain
@@ -211,7 +234,18 @@ impl<S: Conn> State<S> {
 
     /// Writes to the client, giving up when it does not read for the idle
     /// timeout, or when the server aborts.
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
+    async fn write(&mut self, mut bytes: &[u8]) -> Result<(), End> {
+        // Most writes fit the socket buffer at once: no timer, no wait.
+        match self.stream.try_write(bytes) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(End::Error(e)),
+        }
         let deadline = self.shared.cfg.idle_timeout.map(|t| Instant::now() + t);
         let mut shutdown = self.shutdown.clone();
         let write = async {

@@ -130,31 +130,38 @@ impl ServerBuilder {
             .spawn()
             .expect("spawn sockserve");
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        let mut addrs = Vec::new();
+        // From here on a panic kills the child (Server's Drop).
+        let mut server = Server {
+            child,
+            stderr,
+            addrs: Vec::new(),
+            dir,
+            out,
+        };
         let deadline = Instant::now() + WAIT;
-        while addrs.len() < self.listeners {
-            let all = stderr.all();
-            addrs = all
+        while server.addrs.len() < self.listeners {
+            server.addrs = server
+                .stderr
+                .all()
                 .iter()
                 .filter_map(|l| l.split_once("listening on ").map(|(_, a)| a.to_string()))
                 .collect();
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("sockserve exited early ({st}); stderr:\n{}", stderr.text());
+            if let Ok(Some(st)) = server.child.try_wait() {
+                panic!(
+                    "sockserve exited early ({st}); stderr:\n{}",
+                    server.stderr.text()
+                );
             }
             assert!(
                 Instant::now() < deadline,
                 "sockserve not listening; stderr:\n{}",
-                stderr.text()
+                server.stderr.text()
             );
-            stderr.wait_for_within("listening on", Duration::from_millis(50));
+            server
+                .stderr
+                .wait_for_within("listening on", Duration::from_millis(50));
         }
-        Server {
-            child,
-            stderr,
-            addrs,
-            dir,
-            out,
-        }
+        server
     }
 }
 
@@ -396,4 +403,29 @@ pub fn tmp_path(dir: &Path, name: &str) -> PathBuf {
 /// Count of lines in bytes.
 pub fn count_lines(b: &[u8]) -> usize {
     b.iter().filter(|&&c| c == b'\n').count()
+}
+
+/// A field of /proc/PID/status, in KiB (VmRSS, VmHWM).
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }

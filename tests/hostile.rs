@@ -1,0 +1,236 @@
+//! Hostile input and floods. Each test says what it sends, what goes
+//! wrong, and the measurable criterion it passes on.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ACK: &str = "Information Received\n";
+
+/// Round trips of one line on an open connection: the slowest, in ms.
+fn worst_round_trip(p: &mut Peer, n: usize) -> f64 {
+    let mut worst: f64 = 0.0;
+    for _ in 0..n {
+        let t = Instant::now();
+        p.send(b"ping\n").unwrap();
+        assert_eq!(p.line().as_deref(), Some(ACK));
+        worst = worst.max(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    worst
+}
+
+/// Input: 1 GiB without a newline, in 1 MiB writes. Fault: a line with no
+/// end. Pass: the server closes the connection after at most a few MiB
+/// (socket buffers), its peak memory grows by less than 4 MiB (the
+/// maximum line is 64 KiB), and a normal client's round trips stay under
+/// 100 ms throughout.
+#[test]
+fn a_gibibyte_without_newline() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    let before = status_kib(s.pid(), "VmHWM");
+    let mut normal = s.connect().greeted();
+    let addr = s.addr().to_string();
+    let flood = std::thread::spawn(move || {
+        let mut p = Peer::connect(&addr).greeted();
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..1024 {
+            if p.send(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut worst: f64 = 0.0;
+    while !flood.is_finished() {
+        worst = worst.max(worst_round_trip(&mut normal, 10));
+    }
+    let sent = flood.join().unwrap();
+    assert!(sent < 16 << 20, "server took {sent} bytes of one line");
+    s.stderr.wait_for("closed (line too long)");
+    let grew = status_kib(s.pid(), "VmHWM").saturating_sub(before);
+    assert!(grew < 4096, "peak memory grew by {grew} KiB");
+    assert!(worst < 100.0, "a normal client waited {worst:.1} ms");
+    assert!(s.output().ends_with(b"ping\n"));
+}
+
+/// Input: every byte value, invalid UTF-8, lone CRs, empty lines, CR LF
+/// empty lines, a line of exactly --max-line bytes and one of one more.
+/// Pass: the bytes come out exactly (CR before LF dropped), one ack per
+/// line, and the long line closes the connection without being written.
+#[test]
+fn every_odd_byte_and_both_sides_of_the_limit() {
+    let mut s = Server::start(&["--max-line", "300", "127.0.0.1:0"]);
+    let mut p = s.connect().greeted();
+    let all: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n').collect();
+    let mut input = Vec::new();
+    let mut want = Vec::new();
+    for piece in [
+        &all[..],
+        b"\xc3\x28\xa0\xa1 \xf0\x28\x8c\xbc",
+        b"lone\rcr",
+        b"trailing cr kept\r\r",
+        b"",
+        b"\r",
+        &[b'm'; 300][..],
+    ] {
+        input.extend_from_slice(piece);
+        input.push(b'\n');
+        let line = piece.strip_suffix(b"\r").unwrap_or(piece);
+        want.extend_from_slice(line);
+        want.push(b'\n');
+    }
+    p.send(&input).unwrap();
+    for _ in 0..7 {
+        assert_eq!(p.line().as_deref(), Some(ACK));
+    }
+    let mut long = vec![b'm'; 301];
+    long.push(b'\n');
+    p.send(&long).unwrap();
+    assert_eq!(p.rest(), "error: line too long (max 300 bytes)\n");
+    assert!(s.stop().success());
+    assert_eq!(s.output(), want);
+}
+
+/// Input: 500 clients that each send one byte a second and never a
+/// newline. Fault: connections held open by trickles. Pass: all 500 are
+/// closed by --idle-timeout 2 within 6 s, and a normal client is served
+/// within 100 ms all along.
+#[test]
+fn five_hundred_trickling_clients_are_closed_at_the_idle_timeout() {
+    let s = Server::start(&["--idle-timeout", "2", "127.0.0.1:0"]);
+    let mut slow: Vec<Peer> = (0..500).map(|_| s.connect().greeted()).collect();
+    let mut normal = s.connect().greeted();
+    let t = Instant::now();
+    let mut worst: f64 = 0.0;
+    let mut open = slow.len();
+    while open > 0 && t.elapsed() < Duration::from_secs(8) {
+        open = 0;
+        for p in slow.iter_mut() {
+            if p.send(b"z").is_ok() {
+                open += 1;
+            }
+        }
+        worst = worst.max(worst_round_trip(&mut normal, 1));
+        std::thread::sleep(Duration::from_millis(1000));
+        let closed = s.stderr.text().matches("closed (idle timeout)").count();
+        if closed == 500 {
+            break;
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(6).saturating_sub(t.elapsed()), || s
+            .stderr
+            .text()
+            .matches("closed (idle timeout)")
+            .count()
+            == 500),
+        "closed: {}",
+        s.stderr.text().matches("closed (idle timeout)").count()
+    );
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(worst < 100.0, "normal client waited {worst:.1} ms");
+}
+
+/// Input: 400 connections at once against --max-connections 50. Fault: a
+/// connection flood. Pass: exactly 50 are greeted and 350 refused with
+/// `not connect: server busy`; afterwards a client is served and the
+/// server holds no more descriptors than before the flood.
+#[test]
+fn connection_flood_past_the_limit() {
+    let s = Server::start(&["--max-connections", "50", "127.0.0.1:0"]);
+    let mut probe = s.connect().greeted();
+    probe.send(b"before\n").unwrap();
+    assert_eq!(probe.line().as_deref(), Some(ACK));
+    drop(probe);
+    assert!(eventually(WAIT, || s
+        .stderr
+        .text()
+        .contains("closed (client EOF)")));
+    let fds_before = fd_count(s.pid());
+    let mut peers: Vec<Peer> = (0..400).map(|_| s.connect()).collect();
+    let (mut greeted, mut refused) = (0, 0);
+    for p in peers.iter_mut() {
+        match p.line().as_deref() {
+            Some("connect\n") => greeted += 1,
+            Some("not connect: server busy\n") => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((greeted, refused), (50, 350));
+    drop(peers);
+    assert!(
+        eventually(WAIT, || fd_count(s.pid()) <= fds_before),
+        "{} fds after the flood, {fds_before} before",
+        fd_count(s.pid())
+    );
+    let mut after = s.connect().greeted();
+    after.send(b"after\n").unwrap();
+    assert_eq!(after.line().as_deref(), Some(ACK));
+}
+
+/// Input: a client pushes 64 MiB of lines while the server's standard
+/// output is a pipe nobody reads. Fault: an output that does not drain.
+/// Pass: acks stop, the server's memory stays under 32 MiB of growth,
+/// and once the pipe is read every line is written and acked.
+#[test]
+fn a_reader_that_stops_reading_bounds_memory() {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let s = ServerBuilder::new(&["127.0.0.1:0"])
+        .stdout(writer.into())
+        .start();
+    let before = status_kib(s.pid(), "VmRSS");
+    let addr = s.addr().to_string();
+    let total = 64 * 1024;
+    let line = format!("{}\n", "q".repeat(1023));
+    let pusher = std::thread::spawn(move || {
+        let mut p = Peer::connect(&addr).greeted();
+        let w = match &p {
+            Peer::Tcp(t) => t.try_clone().unwrap(),
+            _ => unreachable!(),
+        };
+        let writer = std::thread::spawn(move || {
+            let mut w = w;
+            for _ in 0..total {
+                std::io::Write::write_all(&mut w, line.as_bytes()).unwrap();
+            }
+        });
+        let mut acks = 0;
+        while acks < total {
+            match p.line() {
+                Some(l) if l == ACK => acks += 1,
+                other => panic!("{other:?} after {acks}"),
+            }
+        }
+        writer.join().unwrap();
+        acks
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let grew = status_kib(s.pid(), "VmRSS").saturating_sub(before);
+    assert!(
+        grew < 32 * 1024,
+        "memory grew {grew} KiB with a blocked output"
+    );
+    assert!(
+        !pusher.is_finished(),
+        "all acked while the output was blocked"
+    );
+    let drain = std::thread::spawn(move || {
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(k) = reader.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += count_lines(&buf[..k]);
+        }
+        n
+    });
+    assert_eq!(pusher.join().unwrap(), total);
+    drop(s);
+    assert_eq!(drain.join().unwrap(), total);
+}
