@@ -240,6 +240,11 @@ fn sigterm_under_load_drains_within_the_deadline() {
         cut > 0,
         "no client was cut by the drain: the test did not test it"
     );
+    eprintln!(
+        "figures: SIGTERM under load: exit 0 after {:.2} s, {} lines written, {cut} of 10 clients cut",
+        t.elapsed().as_secs_f64(),
+        written.len()
+    );
 }
 
 /// Fault: the output file is on a full file system (a 1 MiB tmpfs).
@@ -322,6 +327,7 @@ fn sixty_four_descriptors_and_a_hundred_clients() {
     std::thread::sleep(Duration::from_secs(5));
     let spent = cpu_ticks(s.pid()) - before;
     assert!(spent < 50, "{spent} ticks of CPU in 5 s");
+    eprintln!("figures: ulimit -n 64, 100 clients: {spent} ticks of CPU in 5 s");
     assert!(s.child.try_wait().unwrap().is_none(), "server exited");
     drop(peers);
     assert!(eventually(WAIT, || {

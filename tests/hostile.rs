@@ -56,6 +56,7 @@ fn a_gibibyte_without_newline() {
     assert!(grew < 4096, "peak memory grew by {grew} KiB");
     assert!(worst < 100.0, "a normal client waited {worst:.1} ms");
     assert!(s.output().ends_with(b"ping\n"));
+    eprintln!("figures: 1 GiB line: cut after {} KiB sent, peak +{grew} KiB, worst round trip {worst:.1} ms", sent >> 10);
 }
 
 /// Input: every byte value, invalid UTF-8, lone CRs, empty lines, CR LF
@@ -134,6 +135,10 @@ fn five_hundred_trickling_clients_are_closed_at_the_idle_timeout() {
     );
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     assert!(worst < 100.0, "normal client waited {worst:.1} ms");
+    eprintln!(
+        "figures: 500 trickling clients closed after {:.1} s, worst round trip {worst:.1} ms",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 /// Input: 400 connections at once against --max-connections 50. Fault: a
@@ -167,6 +172,9 @@ fn connection_flood_past_the_limit() {
         eventually(WAIT, || fd_count(s.pid()) <= fds_before),
         "{} fds after the flood, {fds_before} before",
         fd_count(s.pid())
+    );
+    eprintln!(
+        "figures: flood: {greeted} greeted, {refused} refused, fds {fds_before} before and after"
     );
     let mut after = s.connect().greeted();
     after.send(b"after\n").unwrap();
@@ -219,6 +227,7 @@ fn a_reader_that_stops_reading_bounds_memory() {
         !pusher.is_finished(),
         "all acked while the output was blocked"
     );
+    eprintln!("figures: blocked output: memory +{grew} KiB while a client pushed 64 MiB");
     let drain = std::thread::spawn(move || {
         let mut n = 0usize;
         let mut buf = vec![0u8; 1 << 16];

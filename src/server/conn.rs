@@ -16,9 +16,13 @@ use super::{Phase, Shared};
 use crate::diag::describe;
 use crate::protocol::{Framer, Lines, TooLong};
 
-/// Bytes asked of the kernel per read; a connection holds no buffer at all
+/// Bytes asked of the kernel per read, at most: a connection starts at
+/// `FIRST_READ` and doubles after every read that fills its buffer, so a
+/// client that sends a few lines costs a few KiB and a bulk stream gets
+/// large reads after five of them. A connection holds no buffer at all
 /// between reads that leave no partial line.
 const READ_CHUNK: usize = 64 * 1024;
+const FIRST_READ: usize = 4 * 1024;
 
 /// During a drain, a connection that has sent nothing for this long is
 /// "quiet" and is closed.
@@ -132,6 +136,7 @@ impl<S: Conn> State<S> {
         // which has moved on since: not once per read.
         let timer = tokio::time::sleep_until(far_future().into());
         tokio::pin!(timer);
+        let mut chunk = FIRST_READ;
         loop {
             let phase = *self.shutdown.borrow_and_update();
             let idle = cfg.idle_timeout.map(|t| last_line + t);
@@ -175,12 +180,18 @@ impl<S: Conn> State<S> {
                 }
             }
             let buf = framer.buffer();
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(READ_CHUNK);
+            if buf.capacity() - buf.len() < chunk / 2 {
+                buf.reserve(chunk);
             }
+            let spare = buf.capacity() - buf.len();
             let eof = match self.stream.try_read_buf(buf) {
                 Ok(0) => true,
-                Ok(_) => false,
+                Ok(n) => {
+                    if n == spare {
+                        chunk = (chunk * 2).min(READ_CHUNK);
+                    }
+                    false
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return End::Error(e),
