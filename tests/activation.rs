@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -164,19 +163,7 @@ fn spawn_with_fd3(fd: i32, env: &[(&str, &str)], args: &[&str]) -> ClientRun {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd != 3 {
-                nix::unistd::dup2(fd, 3)?;
-            }
-            nix::fcntl::fcntl(
-                3,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )?;
-            Ok(())
-        });
-    }
+    with_fd3(&mut cmd, fd);
     let out = cmd.stdin(Stdio::null()).output().unwrap();
     ClientRun {
         status: out.status,
@@ -231,19 +218,7 @@ fn inherited_fd_is_made_close_on_exec() {
     let fd = l.as_raw_fd();
     let mut b = ServerBuilder::new(&[]);
     b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        b.cmd.pre_exec(move || {
-            if fd != 3 {
-                nix::unistd::dup2(fd, 3)?;
-            }
-            nix::fcntl::fcntl(
-                3,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )?;
-            Ok(())
-        });
-    }
+    with_fd3(&mut b.cmd, fd);
     let s = b.start();
     let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", s.pid())).unwrap();
     let flags = info

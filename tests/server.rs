@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -337,23 +336,6 @@ fn closed_stdout_is_exit_1_not_a_panic() {
     let err = s.stderr.text();
     assert!(err.contains("sockserve: output closed"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-}
-
-/// Runs `cmd` with `fd` as its fd 3 (and nothing else inherited).
-fn with_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd != 3 {
-                nix::unistd::dup2(fd, 3)?;
-            }
-            nix::fcntl::fcntl(
-                3,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )?;
-            Ok(())
-        });
-    }
 }
 
 #[test]

@@ -429,3 +429,22 @@ pub fn cpu_ticks(pid: i32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
+
+/// Runs `cmd` with `fd` as its fd 3, inheritable, as systemd passes a
+/// socket.
+pub fn with_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 {
+                nix::unistd::dup2(fd, 3)?;
+            }
+            nix::fcntl::fcntl(
+                3,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+            Ok(())
+        });
+    }
+}
