@@ -167,7 +167,8 @@ impl ServeArgs {
 }
 
 /// Like netcat, for line protocols: sends standard input line by line,
-/// prints each acknowledgement, and exits 0 only if every line was acked.
+/// prints each acknowledgement, and exits 0 only if all of it was sent and
+/// every line was acked.
 #[derive(Parser, Debug)]
 #[command(name = "sockclient", version, max_term_width = 100)]
 pub struct ClientArgs {

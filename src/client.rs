@@ -676,7 +676,7 @@ pub fn run(cfg: Config, signals: Arc<AtomicU64>) -> u8 {
             crate::error!("{lost} of {sent} lines were not acknowledged ({why})");
         } else if unsent {
             crate::error!(
-                "the input was not sent to its end ({why}); the {sent} lines sent were acknowledged"
+                "the input was not sent to its end ({why}); lines sent and acknowledged: {sent}"
             );
         } else {
             crate::error!("{why}");

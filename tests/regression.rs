@@ -58,3 +58,41 @@ fn batches_pending_at_sighup_are_written_once() {
     let want: Vec<String> = (0..20000).map(|i| i.to_string()).collect();
     assert_eq!(all, want);
 }
+
+/// sockclient exited 0 when the server closed the connection while its
+/// standard input still had lines to come, because every line sent so
+/// far had been acked: `cat file | sockclient` could lose the rest of
+/// the file in silence.
+#[test]
+fn server_closing_before_the_end_of_input_is_exit_1() {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"connect\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        s.write_all(b"Information Received\n").unwrap();
+        // Close, with the client's input still open.
+    });
+    let mut child = std::process::Command::new(sockclient_bin())
+        .arg(&addr)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    let err = Lines::collect(child.stderr.take().unwrap());
+    server.join().unwrap();
+    let st = wait_child(&mut child, WAIT, &err);
+    drop(stdin);
+    assert_eq!(st.code(), Some(1));
+    let m = err.wait_for("sockclient:");
+    assert!(
+        m.contains("the input was not sent to its end (the server closed the connection); lines sent and acknowledged: 1"),
+        "{m}"
+    );
+}
