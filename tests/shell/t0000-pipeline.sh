@@ -28,7 +28,8 @@ test_expect_success '--echo pairs each line with its ack' '
 
 test_expect_success '-q prints nothing, exit status says all acked' '
 	seq 10 | bounded sockclient -q "$srv_addr" >quiet &&
-	test ! -s quiet
+	test ! -s quiet &&
+	test "$(seq 1000 | sockclient -q "$srv_addr"; echo "exit status $?")" = "exit status 0"
 '
 
 test_expect_success 'sockclient | head -1 ends quietly' '
