@@ -41,7 +41,7 @@ test_expect_success 'sockclient against server.php: one ack per line, exit 0' '
 Information Received
 Information Received" &&
 	wait_for php-server.out "Buffer: three" &&
-	kill $php_pid
+	kill $php_pid && { wait $php_pid 2>/dev/null; true; }
 '
 
 test_expect_success 'client.php against sockserve: greeting and an ack' '
