@@ -1,8 +1,8 @@
 //! Soak: 200 clients connect, stream and leave, over and over. The CI form
 //! runs SOAK_SECS=5 (the default); `scripts/soak` runs it for minutes.
-//! Pass: zero lost acks, every line written once, the server's memory at
-//! the end within 10 % of what it was after warm-up, and no descriptor
-//! leaked.
+//! Pass: zero lost acks, every line written once, the server's memory and
+//! descriptors at the end no more than after warm-up (memory within
+//! 10 %).
 
 mod common;
 
@@ -31,7 +31,6 @@ fn two_hundred_clients_come_and_go() {
     s.addrs.push(addr.clone());
     assert!(eventually(WAIT, || TcpStream::connect(&addr).is_ok()));
     let pid = s.pid();
-    let fds_idle = fd_count(pid);
     let sent = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     // Memory reaches its plateau within about two seconds of this load.
@@ -76,6 +75,16 @@ fn two_hundred_clients_come_and_go() {
         h.join().unwrap();
     }
     let rss_warm = status_kib(pid, "VmRSS");
+    // The baseline for descriptors is taken after the warm-up too, so
+    // whatever the server opens once, lazily, is not taken for a leak; a
+    // leak per connection shows over the 100,000 that follow. The fewest
+    // seen over half a second, as the last closes may still be on the way.
+    let mut fds_warm = usize::MAX;
+    for _ in 0..10 {
+        fds_warm = fds_warm.min(fd_count(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fds_warm_list = fd_targets(pid);
     for h in run(1, Instant::now() + Duration::from_secs(secs)) {
         h.join().unwrap();
     }
@@ -83,9 +92,10 @@ fn two_hundred_clients_come_and_go() {
     let (sent, acked) = (sent.load(Ordering::Relaxed), acked.load(Ordering::Relaxed));
     assert_eq!(sent, acked, "lost acks");
     assert!(
-        eventually(WAIT, || fd_count(pid) <= fds_idle),
-        "{} fds at the end, {fds_idle} when idle",
-        fd_count(pid)
+        eventually(WAIT, || fd_count(pid) <= fds_warm),
+        "{} fds at the end, {fds_warm} after warm-up:\nend {:?}\nwarm {fds_warm_list:?}",
+        fd_count(pid),
+        fd_targets(pid)
     );
     let limit = rss_warm + rss_warm / 10;
     assert!(

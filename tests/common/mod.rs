@@ -448,3 +448,21 @@ pub fn with_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
         });
     }
 }
+
+/// What a process's descriptors point at, for failure messages.
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let target = std::fs::read_link(e.path())
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default();
+                    format!("{}->{target}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
