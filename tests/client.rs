@@ -198,12 +198,7 @@ fn lines_stream_as_they_are_typed() {
     // Standard input that stays open: each line's ack arrives before the
     // next line is written, so nothing waits for the end of input.
     let s = Server::start(&["127.0.0.1:0"]);
-    let mut child = std::process::Command::new(sockclient_bin())
-        .arg(s.addr())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(sockclient_bin(), &[s.addr()]);
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -375,13 +370,7 @@ fn sigterm_half_closes_and_reports_the_owed_acks() {
         s.write_all(b"Information Received\n").unwrap();
         let _ = read_lines(&s, usize::MAX);
     });
-    let mut child = std::process::Command::new(sockclient_bin())
-        .arg(&addr)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(sockclient_bin(), &[&addr]);
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let err = Lines::collect(child.stderr.take().unwrap());

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,8 +152,9 @@ fn kill_9_loses_no_acked_line() {
 }
 
 /// Fault: SIGTERM while 10 sockclients stream 100,000 lines each (fed
-/// over 5 s, so they are mid-stream at the 2 s deadline). Pass: the server exits 0 within the
-/// 2 s drain deadline (plus a second); every line a client saw acked
+/// over 5 s, so they are mid-stream at the 2 s deadline). Pass: the
+/// server exits 0 within the drain deadline (plus a second); every line a
+/// client saw acked
 /// (`--echo`) is in the output, which has no duplicates; each client
 /// cut off exits 1 saying how many lines were not acknowledged, or that
 /// its input was not sent to its end.
@@ -170,13 +171,7 @@ fn sigterm_under_load_drains_within_the_deadline() {
     ]);
     let mut clients = Vec::new();
     for c in 0..10 {
-        let mut child = Command::new(sockclient_bin())
-            .args(["--echo", s.addr()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_piped(sockclient_bin(), &["--echo", s.addr()]);
         let mut stdin = child.stdin.take().unwrap();
         let feeder = std::thread::spawn(move || {
             for k in 0..100 {

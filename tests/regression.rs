@@ -76,13 +76,7 @@ fn server_closing_before_the_end_of_input_is_exit_1() {
         s.write_all(b"Information Received\n").unwrap();
         // Close, with the client's input still open.
     });
-    let mut child = std::process::Command::new(sockclient_bin())
-        .arg(&addr)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(sockclient_bin(), &[&addr]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"first\n").unwrap();
     let err = Lines::collect(child.stderr.take().unwrap());

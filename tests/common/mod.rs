@@ -339,14 +339,19 @@ pub fn run_client(args: &[&str], input: &[u8]) -> ClientRun {
     run_bin(sockclient_bin(), args, input)
 }
 
-pub fn run_bin(bin: &str, args: &[&str], input: &[u8]) -> ClientRun {
-    let mut child = Command::new(bin)
+/// Starts `bin ARGS` with its standard input, output and error piped.
+pub fn spawn_piped(bin: &str, args: &[&str]) -> Child {
+    Command::new(bin)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"))
+}
+
+pub fn run_bin(bin: &str, args: &[&str], input: &[u8]) -> ClientRun {
+    let mut child = spawn_piped(bin, args);
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
