@@ -196,7 +196,8 @@ impl<S: Conn> State<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return End::Error(e),
             };
-            last_byte = Instant::now();
+            let now = Instant::now();
+            last_byte = now;
             let taken = if eof {
                 framer.finish(prefix)
             } else {
@@ -207,7 +208,7 @@ impl<S: Conn> State<S> {
                 Err(TooLong { before }) => (before, true),
             };
             if let Some(lines) = lines {
-                last_line = Instant::now();
+                last_line = now;
                 if let Err(e) = self.commit_and_ack(lines).await {
                     return e;
                 }
