@@ -91,12 +91,15 @@ struct State<S> {
     acks: u64,
 }
 
-/// Serves one client to its end and logs one line about it.
+/// Serves one client to its end and logs one line about it. `slot` (the
+/// connection-limit permit) is released with the socket, before that
+/// line, so "closed" in the log means the next client can be served.
 pub async fn serve<S: Conn>(
     stream: S,
     peer: String,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<Phase>,
+    slot: impl Send,
 ) {
     let started = Instant::now();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
@@ -110,11 +113,17 @@ pub async fn serve<S: Conn>(
     };
     let end = st.run(&peer).await;
     let _ = st.stream.shutdown().await;
+    let State {
+        stream,
+        lines,
+        acks,
+        ..
+    } = st;
+    drop(stream);
+    drop(slot);
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
     crate::info!(
-        "{peer}: closed ({end}): {} lines, {} acks, {:.2} s",
-        st.lines,
-        st.acks,
+        "{peer}: closed ({end}): {lines} lines, {acks} acks, {:.2} s",
         started.elapsed().as_secs_f64()
     );
 }

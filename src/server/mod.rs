@@ -356,10 +356,11 @@ fn admit(
                 let (shared, phase, done) = (shared.clone(), phase.clone(), done.clone());
                 tokio::spawn(async move {
                     match stream {
-                        Accepted::Tcp(s) => conn::serve(s, peer, shared, phase).await,
-                        Accepted::Unix(s) => conn::serve(s, peer, shared, phase).await,
+                        Accepted::Tcp(s) => conn::serve(s, peer, shared, phase, permit).await,
+                        Accepted::Unix(s) => conn::serve(s, peer, shared, phase, permit).await,
                     }
-                    drop((permit, done));
+                    // The drain waits for every task to drop this.
+                    drop(done);
                 });
                 return;
             }
