@@ -118,6 +118,14 @@ fn pipelined(a: SocketAddr, n: u64, tag: u64) -> f64 {
     secs
 }
 
+/// The line scripts/bench reads for the modes that count lines.
+fn report_lines(lines: u64, secs: f64) {
+    println!(
+        "lines={lines} seconds={secs:.3} lines_per_s={:.0}",
+        lines as f64 / secs
+    );
+}
+
 fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -132,10 +140,7 @@ fn main() {
         "throughput" => {
             let n: u64 = arg(&args, 3, "LINES");
             let secs = pipelined(addr(&args[2]), n, 0);
-            println!(
-                "lines={n} seconds={secs:.3} lines_per_s={:.0}",
-                n as f64 / secs
-            );
+            report_lines(n, secs);
         }
         "multi" => {
             let a = addr(&args[2]);
@@ -150,10 +155,7 @@ fn main() {
             }
             let secs = t.elapsed().as_secs_f64();
             let total = clients * n;
-            println!(
-                "lines={total} seconds={secs:.3} lines_per_s={:.0}",
-                total as f64 / secs
-            );
+            report_lines(total, secs);
         }
         "connrate" => {
             let a = addr(&args[2]);
@@ -258,7 +260,7 @@ fn main() {
                 n += 1;
             }
             let el = t.elapsed().as_secs_f64();
-            println!("lines={n} seconds={el:.3} lines_per_s={:.0}", n as f64 / el);
+            report_lines(n, el);
         }
         _ => die("usage: see the comment at the top of examples/loadgen.rs".into()),
     }

@@ -108,10 +108,6 @@ impl Framer {
         }
     }
 
-    pub fn max_line(&self) -> usize {
-        self.max_line
-    }
-
     /// The buffer to read into: append bytes at its end.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.buf

@@ -27,7 +27,6 @@ use crate::diag::describe;
 use crate::listen::{Connection, Listener, StdListener, StdStream};
 use crate::protocol::Texts;
 pub use access::Access;
-pub use conn::DRAIN_QUIET;
 pub use sink::Output;
 use sink::Sink;
 
