@@ -21,6 +21,8 @@
 //!   one connection's life (`server/conn.rs`) and the output sink with its
 //!   group commit (`server/sink.rs`).
 //! - [`client`]: sockclient's pump and ledger of lines sent and acked.
+//! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
+//!   error that carries one to `main`.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`diag`]: diagnostics on standard error (journal priorities, `-q`,
 //!   `-v`) and the duration syntax both tools accept.
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod diag;
 pub mod endpoint;
+pub mod exit;
 pub mod listen;
 pub mod notify;
 pub mod protocol;

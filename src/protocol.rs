@@ -1,7 +1,8 @@
-//! The wire protocol: the three texts and line framing.
+//! The wire protocol: every line either tool puts on the wire (greeting,
+//! ack, refusal, error line) and line framing.
 //!
-//! Pure code: no sockets, no files, no clocks. The server and the client
-//! both frame their input with [`Framer`], and the property tests in
+//! Pure code: no sockets, no files, no clocks. The server frames what its
+//! clients send with [`Framer`], and the property tests in
 //! `tests/framer.rs` feed it arbitrary bytes split at arbitrary places.
 //!
 //! A line is any run of bytes ended by `\n`. A `\r` right before the `\n` is
@@ -38,6 +39,21 @@ impl Default for Texts {
 }
 
 impl Texts {
+    /// The greeting line, `connect\n`.
+    pub fn greeting_line(&self) -> Vec<u8> {
+        line(&self.greeting)
+    }
+
+    /// One ack line, `Information Received\n`.
+    pub fn ack_line(&self) -> Vec<u8> {
+        line(&self.ack)
+    }
+
+    /// `count` ack lines in a row, so that acking a batch is one write.
+    pub fn ack_block(&self, count: usize) -> Vec<u8> {
+        self.ack_line().repeat(count.max(1))
+    }
+
     /// The refusal line for `reason`, e.g. `not connect: server busy\n`.
     pub fn refusal_line(&self, reason: Option<&str>) -> Vec<u8> {
         let mut line = self.refusal.clone().into_bytes();
@@ -53,6 +69,29 @@ impl Texts {
     pub fn is_refusal(&self, greeting: &[u8]) -> bool {
         contains(greeting, self.refusal.as_bytes())
     }
+}
+
+fn line(text: &str) -> Vec<u8> {
+    let mut l = Vec::with_capacity(text.len() + 1);
+    l.extend_from_slice(text.as_bytes());
+    l.push(b'\n');
+    l
+}
+
+/// What starts the line the server sends, in place of an ack, before it
+/// closes a connection for a protocol error.
+pub const ERROR_PREFIX: &str = "error: ";
+
+/// The error line for a line longer than `max` bytes:
+/// `error: line too long (max N bytes)\n`.
+pub fn too_long_line(max: usize) -> Vec<u8> {
+    format!("{ERROR_PREFIX}line too long (max {max} bytes)\n").into_bytes()
+}
+
+/// The server's error text, when a line from it (without its `\n`) is an
+/// error line rather than an ack: `line too long (max 10 bytes)`.
+pub fn server_error(line: &[u8]) -> Option<&[u8]> {
+    line.strip_prefix(ERROR_PREFIX.as_bytes())
 }
 
 /// Checks that a protocol text can be sent as one line.
@@ -76,7 +115,7 @@ pub fn trim_eol(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// What [`Framer::take_lines`] hands out: complete lines, each ended by a
+/// What [`Framer::take`] hands out: complete lines, each ended by a
 /// single `\n` (CR LF folded), ready to be written to the output.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Lines {
@@ -89,8 +128,8 @@ pub struct Lines {
 /// Splits a byte stream into lines, holding at most one partial line.
 ///
 /// Bytes are read straight into [`Framer::buffer`] (no copy); complete lines
-/// are taken out with [`Framer::take_lines`]. A partial line longer than the
-/// maximum makes [`Framer::overlong`] true, and the caller drops the stream.
+/// are taken out with [`Framer::take`], which also says when a line is
+/// longer than the maximum and the caller must end the stream.
 #[derive(Debug)]
 pub struct Framer {
     buf: Vec<u8>,
@@ -135,34 +174,36 @@ impl Framer {
     /// True when the partial line held is already longer than the maximum,
     /// whatever follows. A line of exactly `max_line` bytes, or of
     /// `max_line` bytes and a `\r` still waiting for its `\n`, is not.
-    pub fn overlong(&self) -> bool {
+    fn overlong(&self) -> bool {
         let n = self.buf.len();
         n > self.max_line + 1 || (n == self.max_line + 1 && self.buf[n - 1] != b'\r')
     }
 
-    /// Takes every complete line out of the buffer. Returns `None` when
-    /// there is none, and also when a complete line is longer than the
-    /// maximum: then [`Framer::take_lines_checked`] says which.
-    pub fn take_lines(&mut self, prefix: Option<&[u8]>) -> Option<Lines> {
-        match self.take_lines_checked(prefix) {
-            Ok(lines) => lines,
-            Err(TooLong { before }) => before,
+    /// Takes every complete line out of the buffer. At the end of the
+    /// stream (`eof`), a last line without its `\n` counts as a line, as in
+    /// `sed` and `awk`. Stops at the first line longer than the maximum
+    /// (complete, or partial and already too long): the lines before it
+    /// are still handed out, and [`Taken::too_long`] says the stream must
+    /// end there.
+    pub fn take(&mut self, prefix: Option<&[u8]>, eof: bool) -> Taken {
+        if eof && !self.buf.is_empty() {
+            self.buf.push(b'\n');
+        }
+        let (lines, too_long) = self.take_complete(prefix);
+        Taken {
+            lines,
+            too_long: too_long || self.overlong(),
         }
     }
 
-    /// Takes every complete line out of the buffer, stopping before the
-    /// first line longer than the maximum: the lines before it are returned
-    /// in the error, and the long line stays in the buffer.
-    pub fn take_lines_checked(&mut self, prefix: Option<&[u8]>) -> Result<Option<Lines>, TooLong> {
+    fn take_complete(&mut self, prefix: Option<&[u8]>) -> (Option<Lines>, bool) {
         let Some(last_nl) = memrchr(b'\n', &self.buf[self.scanned..]).map(|i| i + self.scanned)
         else {
             self.scanned = self.buf.len();
-            return Ok(None);
+            return (None, false);
         };
         let end = last_nl + 1;
         let body = &self.buf[..end];
-        // The fast path: no CR, no prefix, no line too long: hand out the
-        // buffer itself and keep only the partial line that follows.
         let mut too_long_at = None;
         let mut start = 0;
         let mut count = 0u64;
@@ -178,6 +219,8 @@ impl Framer {
         let lines = if count == 0 {
             None
         } else if prefix.is_none() && memchr(b'\r', &self.buf[..good_end]).is_none() {
+            // The fast path: no CR, no prefix: hand out the buffer itself
+            // and keep only what follows the last good line.
             let rest = self.buf.split_off(good_end);
             Some(Lines {
                 data: std::mem::replace(&mut self.buf, rest),
@@ -203,28 +246,17 @@ impl Framer {
         } else {
             self.buf.len()
         };
-        match too_long_at {
-            Some(_) => Err(TooLong { before: lines }),
-            None => Ok(lines),
-        }
-    }
-
-    /// At end of stream: the last line if it had no `\n` (it counts as a
-    /// line, as in `sed` and `awk`), or an error if it is too long.
-    pub fn finish(&mut self, prefix: Option<&[u8]>) -> Result<Option<Lines>, TooLong> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        self.buf.push(b'\n');
-        self.take_lines_checked(prefix)
+        (lines, too_long_at.is_some())
     }
 }
 
-/// A line longer than the maximum; `before` holds the complete lines that
-/// came before it, which are still good.
-#[derive(Debug, PartialEq, Eq)]
-pub struct TooLong {
-    pub before: Option<Lines>,
+/// What [`Framer::take`] hands out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// The complete lines, if any.
+    pub lines: Option<Lines>,
+    /// A line longer than the maximum follows them: the stream ends here.
+    pub too_long: bool,
 }
 
 #[cfg(test)]
@@ -232,14 +264,17 @@ mod tests {
     use super::*;
 
     fn lines(f: &mut Framer) -> Vec<u8> {
-        f.take_lines(None).map(|l| l.data).unwrap_or_default()
+        f.take(None, false)
+            .lines
+            .map(|l| l.data)
+            .unwrap_or_default()
     }
 
     #[test]
     fn crlf_is_one_line() {
         let mut f = Framer::new(100);
         f.push(b"a\r\nb\nc\r");
-        let l = f.take_lines(None).unwrap();
+        let l = f.take(None, false).lines.unwrap();
         assert_eq!(l.data, b"a\nb\n");
         assert_eq!(l.count, 2);
         assert_eq!(f.pending(), 2);
@@ -251,40 +286,51 @@ mod tests {
     fn max_line_is_inclusive() {
         let mut f = Framer::new(3);
         f.push(b"abc");
-        assert!(!f.overlong());
+        assert!(!f.take(None, false).too_long);
         f.push(b"\r");
-        assert!(!f.overlong());
+        assert!(!f.take(None, false).too_long);
         f.push(b"\nabcd");
-        assert!(f.overlong());
-        // The complete line before it is still good; the partial one is
-        // reported by overlong(), not as an error.
-        let lines = f.take_lines_checked(None).unwrap().unwrap();
-        assert_eq!(lines.data, b"abc\n");
-        assert!(f.overlong());
+        // The complete line before it is still good.
+        let t = f.take(None, false);
+        assert_eq!(t.lines.unwrap().data, b"abc\n");
+        assert!(t.too_long);
     }
 
     #[test]
     fn complete_long_line_stops_the_batch() {
         let mut f = Framer::new(2);
         f.push(b"ok\ntoolong\nnext\n");
-        let err = f.take_lines_checked(None).unwrap_err();
-        assert_eq!(err.before.unwrap().count, 1);
+        let t = f.take(None, false);
+        assert_eq!(t.lines.unwrap().count, 1);
+        assert!(t.too_long);
     }
 
     #[test]
-    fn prefix_and_finish() {
+    fn prefix_and_end_of_stream() {
         let mut f = Framer::new(10);
         f.push(b"x\ny");
-        assert_eq!(f.take_lines(Some(b"p\t")).unwrap().data, b"p\tx\n");
-        assert_eq!(f.finish(Some(b"p\t")).unwrap().unwrap().data, b"p\ty\n");
-        assert_eq!(f.finish(None), Ok(None));
+        assert_eq!(f.take(Some(b"p\t"), false).lines.unwrap().data, b"p\tx\n");
+        assert_eq!(f.take(Some(b"p\t"), true).lines.unwrap().data, b"p\ty\n");
+        assert_eq!(f.take(None, true), Taken::default());
     }
 
     #[test]
-    fn refusal() {
+    fn wire_lines() {
         let t = Texts::default();
         assert!(t.is_refusal(b"not connect: server busy"));
         assert!(!t.is_refusal(b"connect"));
         assert_eq!(t.refusal_line(Some("busy")), b"not connect: busy\n");
+        assert_eq!(t.greeting_line(), b"connect\n");
+        assert_eq!(
+            t.ack_block(2),
+            b"Information Received\nInformation Received\n"
+        );
+        let e = too_long_line(10);
+        assert_eq!(e, b"error: line too long (max 10 bytes)\n");
+        assert_eq!(
+            server_error(trim_eol(&e)),
+            Some(&b"line too long (max 10 bytes)"[..])
+        );
+        assert_eq!(server_error(b"Information Received"), None);
     }
 }

@@ -4,7 +4,7 @@
 //! and every way of cutting gives the same lines as a plain model.
 
 use proptest::prelude::*;
-use sockserve::protocol::{Framer, TooLong};
+use sockserve::protocol::Framer;
 
 /// What a connection's framing produces: the lines written, and whether
 /// the stream was cut off for a line too long.
@@ -18,36 +18,18 @@ struct Outcome {
 fn frame(chunks: &[&[u8]], max: usize) -> Outcome {
     let mut f = Framer::new(max);
     let mut out = Vec::new();
-    for c in chunks {
+    let last = chunks.len();
+    for (i, c) in chunks.iter().chain([&&b""[..]]).enumerate() {
         f.push(c);
-        match f.take_lines_checked(None) {
-            Ok(Some(l)) => out.extend(l.data),
-            Ok(None) => {}
-            Err(TooLong { before }) => {
-                out.extend(before.map(|l| l.data).unwrap_or_default());
-                return Outcome {
-                    out,
-                    rejected: true,
-                };
-            }
-        }
-        if f.overlong() {
+        let t = f.take(None, i == last);
+        out.extend(t.lines.map(|l| l.data).unwrap_or_default());
+        if t.too_long {
             return Outcome {
                 out,
                 rejected: true,
             };
         }
         f.shrink_if_empty();
-    }
-    match f.finish(None) {
-        Ok(l) => out.extend(l.map(|l| l.data).unwrap_or_default()),
-        Err(TooLong { before }) => {
-            out.extend(before.map(|l| l.data).unwrap_or_default());
-            return Outcome {
-                out,
-                rejected: true,
-            };
-        }
     }
     Outcome {
         out,
@@ -138,7 +120,7 @@ proptest! {
         let mut f = Framer::new(max);
         for c in input.chunks(7) {
             f.push(c);
-            if f.overlong() {
+            if f.take(None, false).too_long {
                 break;
             }
             prop_assert!(f.pending() <= max + 1);

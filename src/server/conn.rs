@@ -14,7 +14,7 @@ use tokio::time::timeout_at;
 
 use super::{Phase, Shared};
 use crate::diag::describe;
-use crate::protocol::{Framer, Lines, TooLong};
+use crate::protocol::{self, Framer, Lines};
 
 /// Bytes asked of the kernel per read, at most: a connection starts at
 /// `FIRST_READ` and doubles after every read that fills its buffer, so a
@@ -131,8 +131,7 @@ pub async fn serve<S: Conn>(
 impl<S: Conn> State<S> {
     async fn run(&mut self, peer: &str) -> End {
         let cfg = self.shared.cfg.clone();
-        let greeting = format!("{}\n", cfg.texts.greeting);
-        if let Err(e) = self.write(greeting.as_bytes()).await {
+        if let Err(e) = self.write(&cfg.texts.greeting_line()).await {
             return e;
         }
         let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
@@ -207,24 +206,15 @@ impl<S: Conn> State<S> {
             };
             let now = Instant::now();
             last_byte = now;
-            let taken = if eof {
-                framer.finish(prefix)
-            } else {
-                framer.take_lines_checked(prefix)
-            };
-            let (lines, too_long) = match taken {
-                Ok(l) => (l, framer.overlong()),
-                Err(TooLong { before }) => (before, true),
-            };
-            if let Some(lines) = lines {
+            let taken = framer.take(prefix, eof);
+            if let Some(lines) = taken.lines {
                 last_line = now;
                 if let Err(e) = self.commit_and_ack(lines).await {
                     return e;
                 }
             }
-            if too_long {
-                let msg = format!("error: line too long (max {} bytes)\n", cfg.max_line);
-                let _ = self.write(msg.as_bytes()).await;
+            if taken.too_long {
+                let _ = self.write(&protocol::too_long_line(cfg.max_line)).await;
                 return End::TooLong;
             }
             if eof {

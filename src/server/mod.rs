@@ -110,10 +110,9 @@ pub fn run(cfg: Config, listeners: Vec<Listener>, connections: Vec<Connection>) 
             return 1;
         }
     };
-    let ack_line = format!("{}\n", cfg.texts.ack);
     let shared = Arc::new(Shared {
-        ack_len: ack_line.len(),
-        ack_block: ack_line.repeat(1024).into_bytes().into(),
+        ack_len: cfg.texts.ack_line().len(),
+        ack_block: cfg.texts.ack_block(1024).into(),
         cfg: Arc::new(cfg),
         sink,
         stats: Stats::default(),
