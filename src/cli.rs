@@ -118,9 +118,9 @@ pub struct ServeArgs {
     #[arg(long = "fd-name", value_name = "NAME")]
     pub fd_names: Vec<String>,
 
-    /// Serve the one connection on standard input (inetd style); received
-    /// lines go to --output or standard error
-    #[arg(long)]
+    /// Serve the one connection on standard input (inetd style), then exit;
+    /// received lines go to --output or standard error
+    #[arg(long, conflicts_with_all = ["addresses", "fd_names"])]
     pub inetd: bool,
 
     /// Serve only TCP peers in this address or CIDR block (repeatable)

@@ -57,6 +57,26 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// The exit code of a run: 0, or the failure's code after its message.
+pub fn report(result: Result<(), Failure>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::from(OK),
+        Err(f) => {
+            if !f.message.is_empty() {
+                crate::error!("{}", f.message);
+            }
+            std::process::ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Prints clap's own message (usage error, `--help`, `--version`) in
+/// clap's format; exit 2 for an error, 0 for help and version.
+pub fn clap_error(e: &clap::Error) -> std::process::ExitCode {
+    let _ = e.print();
+    std::process::ExitCode::from(if e.use_stderr() { USAGE } else { OK })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,8 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 use nix::sys::stat::{umask, Mode};
 
 use crate::diag::describe;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, DEFAULT_ADDRESS};
+use crate::exit::Failure;
 
 /// The listen backlog of the sockets we bind ourselves.
 pub const BACKLOG: i32 = 4096;
@@ -198,6 +199,90 @@ fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFil
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok((UnixListener::from(fd), file))
+}
+
+/// Every socket the server will serve, decided once from the command line
+/// and the environment, before any thread starts.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// Sockets to accept on: inherited through `LISTEN_FDS`, or bound here.
+    pub listeners: Vec<Listener>,
+    /// Connections already accepted (`Accept=yes`, inetd). With no
+    /// listeners, the server serves these and exits.
+    pub connections: Vec<Connection>,
+    /// The connection came on standard input (inetd style), so standard
+    /// output is the connection, not a place for received lines.
+    pub inetd: bool,
+}
+
+/// What the command line asks of [`Sources::take`].
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub addresses: &'a [Endpoint],
+    pub fd_names: &'a [String],
+    pub inetd: bool,
+    pub unix_mode: u32,
+}
+
+impl Sources {
+    /// Takes inherited sockets (`LISTEN_FDS`, or a connection on standard
+    /// input), then binds the addresses asked for, or the default address
+    /// when nothing else is there. Must run before any thread starts.
+    pub fn take(want: Wanted<'_>) -> Result<Sources, Failure> {
+        // Inherited sockets first: listenfd edits the environment.
+        let inherited = take_inherited(want.fd_names).map_err(Failure::runtime)?;
+        let mut sources = Sources {
+            listeners: inherited.listeners,
+            connections: inherited.connections,
+            inetd: false,
+        };
+        let nothing_else = want.addresses.is_empty()
+            && sources.listeners.is_empty()
+            && sources.connections.is_empty()
+            && want.fd_names.is_empty();
+        if want.inetd || (nothing_else && stdin_is_connection()) {
+            if !sources.listeners.is_empty() || !sources.connections.is_empty() {
+                return Err(Failure::runtime(format!(
+                    "--inetd serves the one connection on standard input, but LISTEN_FDS passes {} more sockets; drop --inetd, or start sockserve without LISTEN_FDS",
+                    sources.listeners.len() + sources.connections.len()
+                )));
+            }
+            sources
+                .connections
+                .push(take_stdin_connection().map_err(Failure::runtime)?);
+            sources.inetd = true;
+            return Ok(sources);
+        }
+        if !want.fd_names.is_empty()
+            && sources.listeners.is_empty()
+            && sources.connections.is_empty()
+        {
+            return Err(Failure::runtime(format!(
+                "no inherited socket is named {} (LISTEN_FDNAMES); check FileDescriptorName= in the .socket unit",
+                want.fd_names.join(" or ")
+            )));
+        }
+        let default;
+        let addresses = if nothing_else {
+            default = [DEFAULT_ADDRESS
+                .parse::<Endpoint>()
+                .map_err(Failure::runtime)?];
+            &default[..]
+        } else {
+            want.addresses
+        };
+        for a in addresses {
+            sources
+                .listeners
+                .extend(bind(a, want.unix_mode).map_err(Failure::runtime)?);
+        }
+        Ok(sources)
+    }
+
+    /// Only already-accepted connections: serve them, then exit.
+    pub fn single(&self) -> bool {
+        self.listeners.is_empty()
+    }
 }
 
 /// The sockets inherited through `LISTEN_FDS`.

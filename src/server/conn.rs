@@ -83,11 +83,20 @@ impl std::fmt::Display for End {
     }
 }
 
+/// One connection being served.
 struct State<S> {
+    /// The client's socket: read for lines, written for the greeting, the
+    /// acks and the error line.
     stream: S,
+    /// The sink to commit to, the config, the ack block.
     shared: Arc<Shared>,
+    /// The server's phase: a drain changes when the connection ends
+    /// ([`deadline`]), an abort ends it at once, even mid-write.
     shutdown: watch::Receiver<Phase>,
+    /// Complete lines read and handed to the sink, for the log line.
     lines: u64,
+    /// Acks written to the client, for the log line: fewer than `lines`
+    /// when the connection ended between a commit and its ack.
     acks: u64,
 }
 
@@ -147,15 +156,11 @@ impl<S: Conn> State<S> {
         let mut chunk = FIRST_READ;
         loop {
             let phase = *self.shutdown.borrow_and_update();
-            let idle = cfg.idle_timeout.map(|t| last_line + t);
-            let deadline = match phase {
-                Phase::Running => idle,
-                Phase::Draining => {
-                    Some(idle.map_or(last_byte + DRAIN_QUIET, |i| i.min(last_byte + DRAIN_QUIET)))
-                }
-                Phase::Abort => return End::Drain,
-            };
-            if let Some(d) = deadline {
+            if phase == Phase::Abort {
+                return End::Drain;
+            }
+            let due = deadline(phase, cfg.idle_timeout, last_line, last_byte);
+            if let Some((d, _)) = due {
                 if d < timer.deadline().into_std() {
                     timer.as_mut().reset(d.into());
                 }
@@ -173,18 +178,17 @@ impl<S: Conn> State<S> {
                         return End::Error(e);
                     }
                 }
-                _ = &mut timer, if deadline.is_some() => {
-                    let now = Instant::now();
-                    if let Some(d) = deadline.filter(|d| *d > now) {
-                        timer.as_mut().reset(d.into());
-                        continue;
+                _ = &mut timer, if due.is_some() => {
+                    match due {
+                        // The timer was set for an earlier deadline, which
+                        // has moved on since.
+                        Some((d, _)) if d > Instant::now() => {
+                            timer.as_mut().reset(d.into());
+                            continue;
+                        }
+                        Some((_, why)) => return why,
+                        None => continue,
                     }
-                    timer.as_mut().reset(far_future().into());
-                    return if phase == Phase::Running || idle.is_some_and(|i| now >= i) {
-                        End::Idle
-                    } else {
-                        End::Drain
-                    };
                 }
             }
             let buf = framer.buffer();
@@ -278,6 +282,76 @@ impl<S: Conn> State<S> {
     }
 }
 
+/// When a connection that stays silent must end, and what the end is
+/// called: `--idle-timeout` after the last complete line; while the server
+/// drains, also [`DRAIN_QUIET`] after the last byte, whichever comes
+/// first. `None`: never.
+fn deadline(
+    phase: Phase,
+    idle_timeout: Option<Duration>,
+    last_line: Instant,
+    last_byte: Instant,
+) -> Option<(Instant, End)> {
+    let idle = idle_timeout.map(|t| (last_line + t, End::Idle));
+    match phase {
+        Phase::Running => idle,
+        Phase::Draining | Phase::Abort => {
+            let quiet = (last_byte + DRAIN_QUIET, End::Drain);
+            Some(match idle {
+                Some(i) if i.0 <= quiet.0 => i,
+                _ => quiet,
+            })
+        }
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        thread_local!(static ZERO: Instant = Instant::now());
+        ZERO.with(|z| *z + Duration::from_millis(ms))
+    }
+
+    fn due(phase: Phase, idle_ms: Option<u64>, line: u64, byte: u64) -> Option<(Instant, String)> {
+        deadline(
+            phase,
+            idle_ms.map(Duration::from_millis),
+            at(line),
+            at(byte),
+        )
+        .map(|(d, why)| (d, why.to_string()))
+    }
+
+    #[test]
+    fn running_ends_only_at_the_idle_timeout() {
+        assert_eq!(due(Phase::Running, None, 0, 0), None);
+        assert_eq!(
+            due(Phase::Running, Some(2000), 100, 1900),
+            Some((at(2100), "idle timeout".into()))
+        );
+    }
+
+    #[test]
+    fn draining_ends_at_a_quiet_second_or_the_idle_timeout() {
+        // Bytes came a moment ago: quiet one second after them.
+        assert_eq!(
+            due(Phase::Draining, None, 0, 500),
+            Some((at(1500), "drain".into()))
+        );
+        assert_eq!(
+            due(Phase::Draining, Some(60_000), 0, 500),
+            Some((at(1500), "drain".into()))
+        );
+        // The idle timeout comes first: it is named.
+        assert_eq!(
+            due(Phase::Draining, Some(300), 0, 500),
+            Some((at(300), "idle timeout".into()))
+        );
+    }
 }

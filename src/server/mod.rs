@@ -1,8 +1,12 @@
 //! The server: accept loops, the connection limit, signals, the drain, and
 //! the output sink every connection commits to.
 //!
-//! [`run`] takes sockets that are already open (bound by us, inherited from
-//! systemd, or a test's `127.0.0.1:0`), so they all travel the same road.
+//! [`start`] is all of sockserve after its command line: it takes the
+//! sockets ([`Sources`]), fits the config ([`Config::new`]) and calls
+//! [`run`], which takes sockets that are already open (bound by us,
+//! inherited from systemd, or a test's `127.0.0.1:0`), so they all travel
+//! the same road. Inside, an `Acceptor` admits connections and a
+//! `Supervisor` decides when the server stops.
 //!
 //! Shutdown follows mini-redis: a `watch` channel carries the phase
 //! (running, draining, abort) to every accept loop and connection, and each
@@ -23,8 +27,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::cli::ServeArgs;
 use crate::diag::describe;
-use crate::listen::{Connection, Listener, StdListener, StdStream};
+use crate::exit::Failure;
+use crate::listen::{SocketFile, Sources, StdListener, StdStream, Wanted};
 use crate::protocol::Texts;
 pub use access::Access;
 pub use sink::Output;
@@ -51,6 +57,47 @@ pub struct Config {
     pub access: Access,
 }
 
+impl Config {
+    /// The config for these arguments and sockets: the output follows
+    /// from inetd mode, `--max-connections` is fitted to the descriptor
+    /// limit (raised first), and `--fsync` is checked against the output.
+    pub fn new(args: &ServeArgs, sources: &Sources) -> Result<Config, Failure> {
+        let output = match (&args.output, sources.inetd) {
+            (Some(p), _) => Output::File(p.clone()),
+            // The connection is standard output: lines go to the journal.
+            (None, true) => Output::Stderr,
+            (None, false) => Output::Stdout,
+        };
+        if args.fsync {
+            sink::check_fsync(&output).map_err(Failure::usage)?;
+        }
+        Ok(Config {
+            texts: args.texts.texts(),
+            max_line: args.max_line,
+            max_connections: fit_to_descriptors(args.max_connections, sources.listeners.len()),
+            idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
+            drain_timeout: args.drain_timeout,
+            output,
+            fsync: args.fsync,
+            prefix_peer: args.prefix_peer,
+            access: args.access(),
+        })
+    }
+}
+
+/// Takes the sockets (before any thread starts), builds the config, and
+/// serves until stopped: all of sockserve after its command line.
+pub fn start(args: ServeArgs) -> Result<(), Failure> {
+    let sources = Sources::take(Wanted {
+        addresses: &args.addresses,
+        fd_names: &args.fd_names,
+        inetd: args.inetd,
+        unix_mode: args.unix_mode,
+    })?;
+    let cfg = Config::new(&args, &sources)?;
+    run(cfg, sources)
+}
+
 /// Where the server is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -64,52 +111,39 @@ pub enum Phase {
 /// Counters for the log and `STATUS=`.
 #[derive(Default)]
 struct Stats {
+    /// Connections being served now.
     open: AtomicU64,
+    /// Connections refused since the start (busy, or not allowed).
     refused: AtomicU64,
 }
 
-/// What every connection task shares.
+/// What every connection task shares, read-only but for the counters.
 struct Shared {
+    /// The command line, for limits and texts.
     cfg: Arc<Config>,
+    /// Where every connection commits its lines before it acks them.
     sink: Sink,
+    /// For the log and `STATUS=`; never read on the data path.
     stats: Stats,
-    /// Many ack lines in a row, so that acking n lines is one write.
+    /// Many ack lines in a row, built once, so that acking n lines is one
+    /// write of a slice of it, not n writes or an allocation.
     ack_block: Arc<[u8]>,
+    /// The length of one ack line in `ack_block`.
     ack_len: usize,
 }
 
-/// The exit status of a server run: 0 clean stop, 1 runtime failure.
-pub type ExitStatus = u8;
-
-/// Serves the listeners and the already-accepted connections until a
-/// signal stops it, or, with no listeners, until the connections are done.
-/// Call it from the main thread, after inherited sockets were taken.
-pub fn run(cfg: Config, listeners: Vec<Listener>, connections: Vec<Connection>) -> ExitStatus {
-    let (failed_tx, failed_rx) = watch::channel(false);
-    let sink = match Sink::start(cfg.output.clone(), cfg.fsync, failed_tx) {
-        Ok(s) => s,
-        Err(e) => {
-            crate::error!("{e}");
-            return 1;
-        }
-    };
-    let signals = match signals() {
-        Ok(s) => s,
-        Err(e) => {
-            crate::error!("cannot install signal handlers: {e}");
-            return 1;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// Serves the sockets until a signal stops it, or, with only
+/// already-accepted connections, until they are done. Call it from the
+/// main thread, after the sockets were taken: it starts the threads.
+pub fn run(cfg: Config, sources: Sources) -> Result<(), Failure> {
+    let (failed_tx, failed_rx) = watch::channel(None);
+    let sink = Sink::start(cfg.output.clone(), cfg.fsync, failed_tx).map_err(Failure::runtime)?;
+    let signals =
+        signals().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            crate::error!("cannot start the runtime: {}", describe(&e));
-            return 1;
-        }
-    };
+        .map_err(|e| Failure::runtime(format!("cannot start the runtime: {}", describe(&e))))?;
     let shared = Arc::new(Shared {
         ack_len: cfg.texts.ack_line().len(),
         ack_block: cfg.texts.ack_block(1024).into(),
@@ -117,9 +151,30 @@ pub fn run(cfg: Config, listeners: Vec<Listener>, connections: Vec<Connection>) 
         sink,
         stats: Stats::default(),
     });
-    let status = rt.block_on(serve(shared, listeners, connections, signals, failed_rx));
+    let result = rt.block_on(async {
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let acceptor = Acceptor {
+            limit: Arc::new(Semaphore::new(shared.cfg.max_connections)),
+            shared: shared.clone(),
+            phase: phase_rx,
+            done: done_tx,
+        };
+        let single = sources.single();
+        let socket_files = acceptor.start(sources)?;
+        let supervisor = Supervisor {
+            shared,
+            phase: phase_tx,
+            done: done_rx,
+            single,
+        };
+        let result = supervisor.supervise(signals, failed_rx).await;
+        // Socket files we created stay until the very end.
+        drop(socket_files);
+        result
+    });
     rt.shutdown_timeout(Duration::from_millis(100));
-    status
+    result
 }
 
 /// The signals we act on, forwarded from a signal-hook thread.
@@ -166,208 +221,215 @@ fn status_line(shared: &Shared) -> String {
     )
 }
 
-async fn serve(
+/// Admits connections: every accept loop holds a clone, and so does the
+/// code that serves already-accepted connections. In the manner of
+/// mini-redis's `Listener`.
+#[derive(Clone)]
+struct Acceptor {
     shared: Arc<Shared>,
-    listeners: Vec<Listener>,
-    connections: Vec<Connection>,
-    mut signals: mpsc::UnboundedReceiver<i32>,
-    mut failed: watch::Receiver<bool>,
-) -> ExitStatus {
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let limit = Arc::new(Semaphore::new(shared.cfg.max_connections));
-    let single = listeners.is_empty();
+    /// The server's phase: accept loops stop when the drain begins, and
+    /// each connection gets a clone to know when to finish.
+    phase: watch::Receiver<Phase>,
+    /// One permit per connection served: `--max-connections`. A permit is
+    /// released with the connection's socket.
+    limit: Arc<Semaphore>,
+    /// Every connection task holds a clone and drops it when it ends: the
+    /// supervisor knows all are done when the channel closes.
+    done: mpsc::Sender<()>,
+}
 
-    // Socket files we created stay until the very end.
-    let mut socket_files = Vec::new();
-    for l in listeners {
-        socket_files.extend(l.path);
-        let name = l.name;
-        let listener = match to_tokio(l.socket) {
-            Ok(x) => x,
-            Err(e) => {
-                crate::error!("cannot serve {name}: {}", describe(&e));
-                return 1;
-            }
-        };
-        crate::info!("listening on {name}");
-        tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            phase_rx.clone(),
-            limit.clone(),
-            done_tx.clone(),
-        ));
-    }
-    for c in connections {
-        let accepted = match c.stream {
-            StdStream::Tcp(s) => s
-                .set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(s))
-                .map(|s| (s.peer_addr().ok(), Accepted::Tcp(s))),
-            StdStream::Unix(s) => s
-                .set_nonblocking(true)
-                .and_then(|()| UnixStream::from_std(s))
-                .map(|s| (None, Accepted::Unix(s))),
-        };
-        match accepted {
-            Ok((addr, stream)) => admit(stream, addr, &shared, &phase_rx, &limit, &done_tx),
-            Err(e) => {
-                crate::error!(
+impl Acceptor {
+    /// Starts an accept loop per listener and serves the connections
+    /// already accepted. Returns the socket files to remove at exit.
+    fn start(self, sources: Sources) -> Result<Vec<SocketFile>, Failure> {
+        let mut socket_files = Vec::new();
+        for l in sources.listeners {
+            socket_files.extend(l.path);
+            let name = l.name;
+            let listener = to_tokio(l.socket)
+                .map_err(|e| Failure::runtime(format!("cannot serve {name}: {}", describe(&e))))?;
+            crate::info!("listening on {name}");
+            tokio::spawn(self.clone().accept_loop(listener));
+        }
+        for c in sources.connections {
+            let accepted = match c.stream {
+                StdStream::Tcp(s) => s
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(s))
+                    .map(|s| (s.peer_addr().ok(), Accepted::Tcp(s))),
+                StdStream::Unix(s) => s
+                    .set_nonblocking(true)
+                    .and_then(|()| UnixStream::from_std(s))
+                    .map(|s| (None, Accepted::Unix(s))),
+            };
+            let (addr, stream) = accepted.map_err(|e| {
+                Failure::runtime(format!(
                     "cannot serve the connection on {}: {}",
                     c.name,
                     describe(&e)
-                );
-                return 1;
-            }
+                ))
+            })?;
+            self.admit(stream, addr);
         }
+        Ok(socket_files)
     }
-    drop(done_tx);
 
-    if let Some(every) = crate::notify::watchdog_interval() {
-        tokio::spawn(async move {
-            loop {
-                crate::notify::watchdog();
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
-    crate::notify::ready(&status_line(&shared));
-
-    let mut exit = 0;
-    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_status = String::new();
-    let mut drain_deadline = None;
-    loop {
-        let deadline = drain_deadline;
-        tokio::select! {
-            s = signals.recv() => match s {
-                Some(signal_hook::consts::SIGHUP) => shared.sink.reopen(),
-                Some(_) if drain_deadline.is_none() => {
-                    crate::info!("draining: listeners closed, finishing open connections (at most {:.1} s)", shared.cfg.drain_timeout.as_secs_f64());
-                    let _ = phase_tx.send(Phase::Draining);
-                    crate::notify::stopping(&format!("draining; {}", status_line(&shared)));
-                    drain_deadline = Some(tokio::time::Instant::now() + shared.cfg.drain_timeout);
-                }
-                Some(_) => {
-                    crate::info!("second signal: closing all connections now");
-                    break;
-                }
-                None => break,
-            },
-            r = failed.wait_for(|f| *f) => {
-                if r.is_ok() {
-                    exit = 1;
-                    break;
-                }
-            }
-            _ = done_rx.recv(), if single || drain_deadline.is_some() => break,
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                crate::info!("drain timeout: closing the remaining connections");
-                break;
-            }
-            _ = status_tick.tick() => {
-                let s = status_line(&shared);
-                if s != last_status {
-                    crate::notify::status(&s);
-                    last_status = s;
-                }
-            }
-        }
-    }
-    let _ = phase_tx.send(Phase::Abort);
-    // Connections close at once on Abort; give them a moment to say so.
-    let _ = tokio::time::timeout(Duration::from_secs(1), done_rx.recv()).await;
-    crate::debug!("stopped: {}", status_line(&shared));
-    drop(socket_files);
-    exit
-}
-
-/// Accepts until the drain begins; the listener closes when this returns.
-async fn accept_loop(
-    listener: AnyListener,
-    shared: Arc<Shared>,
-    mut phase: watch::Receiver<Phase>,
-    limit: Arc<Semaphore>,
-    done: mpsc::Sender<()>,
-) {
-    let mut backoff = Duration::ZERO;
-    loop {
-        let accepted = tokio::select! {
-            _ = phase.wait_for(|p| *p != Phase::Running) => return,
-            r = accept(&listener) => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => {
-                if !backoff.is_zero() {
-                    crate::info!("accepting again");
-                    backoff = Duration::ZERO;
-                }
-                x
-            }
-            Err(e) if is_out_of_resources(&e) => {
-                if backoff.is_zero() {
-                    crate::warn!(
-                        "cannot accept: {}; backing off until descriptors free up",
-                        describe(&e)
-                    );
-                }
-                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                tokio::select! {
-                    _ = phase.wait_for(|p| *p != Phase::Running) => return,
-                    _ = tokio::time::sleep(backoff) => continue,
-                }
-            }
-            Err(e) => {
-                crate::debug!("accept: {}", describe(&e));
-                continue;
-            }
-        };
-        admit(stream, peer, &shared, &phase, &limit, &done);
-    }
-}
-
-/// Serves an accepted connection in a task of its own, or refuses it: a
-/// peer that is not allowed, or one past the connection limit.
-fn admit(
-    stream: Accepted,
-    addr: Option<SocketAddr>,
-    shared: &Arc<Shared>,
-    phase: &watch::Receiver<Phase>,
-    limit: &Arc<Semaphore>,
-    done: &mpsc::Sender<()>,
-) {
-    let peer = crate::endpoint::peer_name(addr);
-    let access = &shared.cfg.access;
-    let allowed = match (&stream, addr) {
-        (Accepted::Tcp(_), Some(a)) => access.tcp_allowed(a.ip()),
-        (Accepted::Unix(s), _) if access.checks_unix() => s
-            .peer_cred()
-            .is_ok_and(|c| access.unix_allowed(c.uid(), c.gid())),
-        _ => true,
-    };
-    let reason = if !allowed {
-        "not allowed"
-    } else {
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let (shared, phase, done) = (shared.clone(), phase.clone(), done.clone());
-                tokio::spawn(async move {
-                    match stream {
-                        Accepted::Tcp(s) => conn::serve(s, peer, shared, phase, permit).await,
-                        Accepted::Unix(s) => conn::serve(s, peer, shared, phase, permit).await,
+    /// Accepts until the drain begins; the listener closes when this
+    /// returns.
+    async fn accept_loop(mut self, listener: AnyListener) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            let accepted = tokio::select! {
+                _ = self.phase.wait_for(|p| *p != Phase::Running) => return,
+                r = accept(&listener) => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => {
+                    if !backoff.is_zero() {
+                        crate::info!("accepting again");
+                        backoff = Duration::ZERO;
                     }
-                    // The drain waits for every task to drop this.
-                    drop(done);
-                });
-                return;
-            }
-            Err(_) => "server busy",
+                    x
+                }
+                Err(e) if is_out_of_resources(&e) => {
+                    if backoff.is_zero() {
+                        crate::warn!(
+                            "cannot accept: {}; backing off until descriptors free up",
+                            describe(&e)
+                        );
+                    }
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::select! {
+                        _ = self.phase.wait_for(|p| *p != Phase::Running) => return,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+                Err(e) => {
+                    crate::debug!("accept: {}", describe(&e));
+                    continue;
+                }
+            };
+            self.admit(stream, peer);
         }
-    };
-    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-    crate::info!("{peer}: refused: {reason}");
-    stream.refuse(&shared.cfg.texts.refusal_line(Some(reason)));
+    }
+
+    /// Serves an accepted connection in a task of its own, or refuses it:
+    /// a peer that is not allowed, or one past the connection limit.
+    fn admit(&self, stream: Accepted, addr: Option<SocketAddr>) {
+        let shared = &self.shared;
+        let peer = crate::endpoint::peer_name(addr);
+        let access = &shared.cfg.access;
+        let allowed = match (&stream, addr) {
+            (Accepted::Tcp(_), Some(a)) => access.tcp_allowed(a.ip()),
+            (Accepted::Unix(s), _) if access.checks_unix() => s
+                .peer_cred()
+                .is_ok_and(|c| access.unix_allowed(c.uid(), c.gid())),
+            _ => true,
+        };
+        let reason = if !allowed {
+            "not allowed"
+        } else {
+            match self.limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let (shared, phase, done) =
+                        (shared.clone(), self.phase.clone(), self.done.clone());
+                    tokio::spawn(async move {
+                        match stream {
+                            Accepted::Tcp(s) => conn::serve(s, peer, shared, phase, permit).await,
+                            Accepted::Unix(s) => conn::serve(s, peer, shared, phase, permit).await,
+                        }
+                        // The supervisor waits for every task to drop this.
+                        drop(done);
+                    });
+                    return;
+                }
+                Err(_) => "server busy",
+            }
+        };
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        crate::info!("{peer}: refused: {reason}");
+        stream.refuse(&shared.cfg.texts.refusal_line(Some(reason)));
+    }
+}
+
+/// Watches signals, the output and the connections, and decides when the
+/// server stops: the drain, its deadline, a second signal, a failed
+/// output.
+struct Supervisor {
+    shared: Arc<Shared>,
+    /// Tells accept loops and connections the phase.
+    phase: watch::Sender<Phase>,
+    /// Closes when every connection task has ended.
+    done: mpsc::Receiver<()>,
+    /// Only already-accepted connections: stop when they are done.
+    single: bool,
+}
+
+impl Supervisor {
+    async fn supervise(
+        mut self,
+        mut signals: mpsc::UnboundedReceiver<i32>,
+        mut failed: watch::Receiver<Option<String>>,
+    ) -> Result<(), Failure> {
+        if let Some(every) = crate::notify::watchdog_interval() {
+            tokio::spawn(async move {
+                loop {
+                    crate::notify::watchdog();
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        let shared = self.shared.clone();
+        crate::notify::ready(&status_line(&shared));
+
+        let mut result = Ok(());
+        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_status = String::new();
+        let mut drain_deadline = None;
+        loop {
+            let deadline = drain_deadline;
+            tokio::select! {
+                s = signals.recv() => match s {
+                    Some(signal_hook::consts::SIGHUP) => shared.sink.reopen(),
+                    Some(_) if drain_deadline.is_none() => {
+                        crate::info!("draining: listeners closed, finishing open connections (at most {:.1} s)", shared.cfg.drain_timeout.as_secs_f64());
+                        let _ = self.phase.send(Phase::Draining);
+                        crate::notify::stopping(&format!("draining; {}", status_line(&shared)));
+                        drain_deadline = Some(tokio::time::Instant::now() + shared.cfg.drain_timeout);
+                    }
+                    Some(_) => {
+                        crate::info!("second signal: closing all connections now");
+                        break;
+                    }
+                    None => break,
+                },
+                r = failed.wait_for(Option::is_some) => {
+                    if let Ok(why) = r {
+                        result = Err(Failure::runtime(why.clone().unwrap_or_default()));
+                        break;
+                    }
+                }
+                _ = self.done.recv(), if self.single || drain_deadline.is_some() => break,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    crate::info!("drain timeout: closing the remaining connections");
+                    break;
+                }
+                _ = status_tick.tick() => {
+                    let s = status_line(&shared);
+                    if s != last_status {
+                        crate::notify::status(&s);
+                        last_status = s;
+                    }
+                }
+            }
+        }
+        let _ = self.phase.send(Phase::Abort);
+        // Connections close at once on Abort; give them a moment to say so.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.done.recv()).await;
+        crate::debug!("stopped: {}", status_line(&shared));
+        result
+    }
 }
 
 enum Accepted {
@@ -402,6 +464,20 @@ async fn accept(l: &AnyListener) -> io::Result<(Accepted, Option<SocketAddr>)> {
 fn is_out_of_resources(e: &io::Error) -> bool {
     use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
     matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+/// `--max-connections`, fitted to the open-file limit (raised first to
+/// the hard limit): never more connections than descriptors to serve them.
+fn fit_to_descriptors(max_connections: usize, listeners: usize) -> usize {
+    let limit = raise_nofile_limit();
+    let room = limit.saturating_sub(RESERVED_FDS + listeners as u64).max(1) as usize;
+    if max_connections > room {
+        crate::warn!(
+            "--max-connections {max_connections} is more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
+        );
+        return room;
+    }
+    max_connections
 }
 
 /// Raises the soft open-file limit to the hard limit (as Go's runtime

@@ -69,7 +69,8 @@ struct Writer {
     /// False once a write or sync failed: nothing is acked after that.
     ok: bool,
     lines: Arc<AtomicU64>,
-    failed: watch::Sender<bool>,
+    /// Says why the output failed, once: the server then stops, exit 1.
+    failed: watch::Sender<Option<String>>,
 }
 
 impl Writer {
@@ -97,12 +98,11 @@ impl Writer {
                 } else {
                     format!("cannot write output {}", self.output)
                 };
-                crate::error!(
+                self.ok = false;
+                let _ = self.failed.send(Some(format!(
                     "{what}: {}; no more lines are acked, stopping",
                     describe(&e)
-                );
-                self.ok = false;
-                let _ = self.failed.send(true);
+                )));
             }
         }
         self.ok
@@ -175,11 +175,14 @@ fn never_blocks(file: &File) -> bool {
 
 impl Sink {
     /// Opens the output and, where needed, starts the sink thread.
-    /// `failed` becomes true when the output fails; the server then stops.
-    pub fn start(output: Output, fsync: bool, failed: watch::Sender<bool>) -> Result<Sink, String> {
-        if fsync {
-            check_fsync(&output)?;
-        }
+    /// `failed` says why when the output fails; the server then stops.
+    /// `--fsync` was checked against the output already
+    /// ([`check_fsync`]).
+    pub fn start(
+        output: Output,
+        fsync: bool,
+        failed: watch::Sender<Option<String>>,
+    ) -> Result<Sink, String> {
         let file = open(&output)?;
         let lines = Arc::new(AtomicU64::new(0));
         let inline = !fsync && never_blocks(&file);
