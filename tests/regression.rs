@@ -18,6 +18,25 @@ fn last_line_without_newline_is_counted_before_its_ack_can_arrive() {
     }
 }
 
+/// `sockserve --inetd -o FILE 127.0.0.1:0` served its connection on
+/// standard input and then kept running: "one connection, then exit"
+/// keyed on "no listeners", and the address gave it one. --inetd now
+/// means the one connection on standard input only: with an address (or
+/// --fd-name) it is a usage error.
+#[test]
+fn inetd_with_an_address_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("in.log");
+    for extra in [&["127.0.0.1:0"][..], &["--fd-name", "x"][..]] {
+        let mut args = vec!["--inetd", "-o", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = run_bin(sockserve_bin(), &args, b"");
+        assert_eq!(r.code(), 2, "{}", r.stderr);
+        assert!(r.stderr.contains("--inetd"), "{}", r.stderr);
+        assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+    }
+}
+
 /// The sink thread committed the batches pending at a SIGHUP to the old
 /// file and then again to the new one: lines duplicated across a
 /// logrotate. To have batches pending at the reopen, eight clients
