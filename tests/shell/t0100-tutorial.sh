@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Compatibility with the tutorial's own programs, run unchanged from
-# ../shared/seed (port 10008, as they hard-code it).
+# tests/tutorial (port 10008, as they hard-code it).
 #
 # server.php binds without SO_REUSEADDR, so it cannot bind while a
 # connection that a server closed first lingers in TIME_WAIT on port
 # 10008: its test runs first, and clients close first elsewhere.
 . "$(dirname "$0")/lib.sh"
 
-SEED=${SEED:-$ROOT/../shared/seed}
+SEED=${SEED:-$ROOT/tests/tutorial}
 [ -f "$SEED/client.php" ] && [ -f "$SEED/server.php" ] ||
 	skip_all "tutorial programs not found in $SEED"
 command -v php >/dev/null || skip_all "php not installed (Debian package php-cli): tutorial compatibility NOT tested"

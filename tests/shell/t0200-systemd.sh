@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shipped units in systemd/ under a real systemd as PID 1, isolated
-# the way ../shared/tools/systemd-pid1-example.sh does it: its own cgroup
+# the way systemd-pid1-example.sh of the project's shared tools does it: its own cgroup
 # directory AND cgroup namespace, new pid/mount/uts/ipc namespaces, an
 # overlay of / (read-only below, tmpfs above) so nothing reaches the
 # host's files, a watchdog that kills the whole subtree after 120 s, and
