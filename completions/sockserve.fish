@@ -14,6 +14,7 @@ complete -c sockserve -l allow-uid -d 'Serve only Unix peers running as this use
 complete -c sockserve -l allow-gid -d 'Serve only Unix peers whose primary group is this, by id or name (repeatable)' -r
 complete -c sockserve -l fsync -d 'Ack a line only after fdatasync(2) of the output returned'
 complete -c sockserve -l prefix-peer -d 'Write the peer\'s address and a tab before each received line'
+complete -c sockserve -l receive-only -d 'Send clients nothing (no greeting, no acks, no refusal text): for senders that never read, such as logger, nc -N or socat -u'
 complete -c sockserve -l inetd -d 'Serve the one connection on standard input (inetd style), then exit; received lines go to --output or standard error'
 complete -c sockserve -s q -l quiet -d 'Log only warnings and errors'
 complete -c sockserve -s v -l verbose -d 'Log more (every connection\'s start)'

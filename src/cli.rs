@@ -56,6 +56,19 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--max-line`: above 0 and at most [`protocol::MAX_MAX_LINE`], so that
+/// every size computed from it fits.
+fn max_line(s: &str) -> Result<usize, String> {
+    let n = positive(s)?;
+    if n > protocol::MAX_MAX_LINE {
+        return Err(format!(
+            "'{s}' is more than sockserve can hold in one line; the largest accepted is {} (1 GiB)",
+            protocol::MAX_MAX_LINE
+        ));
+    }
+    Ok(n)
+}
+
 fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
     if quiet {
         Verbosity::Quiet
@@ -81,7 +94,7 @@ pub struct ServeArgs {
 
     /// Longest line accepted, in bytes, line ending excluded; a longer one
     /// closes the connection unacked
-    #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE, value_parser = positive)]
+    #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE, value_parser = max_line)]
     pub max_line: usize,
 
     /// Connections served at once; more get the refusal greeting
@@ -108,6 +121,11 @@ pub struct ServeArgs {
     /// Write the peer's address and a tab before each received line
     #[arg(long)]
     pub prefix_peer: bool,
+
+    /// Send clients nothing (no greeting, no acks, no refusal text): for
+    /// senders that never read, such as logger, nc -N or socat -u
+    #[arg(long)]
+    pub receive_only: bool,
 
     /// Mode of the Unix socket files sockserve creates, in octal
     #[arg(long, value_name = "MODE", default_value = "0660", value_parser = octal_mode)]

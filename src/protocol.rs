@@ -19,6 +19,10 @@ pub const DEFAULT_ACK: &str = "Information Received";
 pub const DEFAULT_REFUSAL: &str = "not connect";
 /// Default for `--max-line`.
 pub const DEFAULT_MAX_LINE: usize = 65536;
+/// The largest `--max-line` accepted: a connection may hold a line this
+/// long, and every size computed from it (plus a prefix, a line ending)
+/// must fit.
+pub const MAX_MAX_LINE: usize = 1 << 30;
 
 /// The three texts of the protocol, each without its `\n`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,21 @@
-//! One test per fixed bug, as ripgrep keeps them.
+//! One test per fixed bug, as ripgrep keeps them. Bugs whose test lives
+//! with its topic are listed here with the test that proves the fix:
+//!
+//! - A sender that wrote and closed without reading lost the lines still
+//!   in the receive queue (a failed ack write stopped the reading):
+//!   `senders::send_and_close_loses_no_line`,
+//!   `senders::logger_tcp_lines_are_all_written`.
+//! - The idle timeout closed a client waiting for acks behind a stalled
+//!   output, or one sending while the server was stopped:
+//!   `senders::a_stalled_output_does_not_blame_the_client`,
+//!   `senders::a_paused_server_does_not_blame_the_client`.
+//! - A refused client, with `Accept=yes` above all, saw a reset instead
+//!   of its refusal: `senders::every_refusal_arrives_in_every_activation_mode`,
+//!   `senders::a_refused_client_that_sent_first_reads_its_refusal`.
+//! - A non-blocking standard output made sockserve exit 1 when its reader
+//!   paused: `senders::a_non_blocking_stdout_pipe_waits_for_its_reader`.
+//! - `--max-line 18446744073709551615` made every connection panic:
+//!   `senders::max_line_beyond_what_the_server_can_hold_is_a_usage_error`.
 
 mod common;
 

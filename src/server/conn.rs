@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +30,27 @@ const FIRST_READ: usize = 4 * 1024;
 pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
 /// A connected stream, TCP or Unix: what the loop below needs of it.
-pub trait Conn: AsyncWrite + Unpin + Send + 'static {
+pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+
+    /// Whether the client has sent something not read yet (bytes, its end
+    /// of stream, or an error to report), asked of the kernel itself, not
+    /// of cached readiness: after a pause of the whole server, the timer
+    /// and the readiness can come back in either order.
+    fn has_input(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        let mut b = [0u8; 1];
+        !matches!(
+            recv(
+                self.as_raw_fd(),
+                &mut b,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Err(nix::errno::Errno::EAGAIN)
+        )
+    }
 }
 
 impl Conn for TcpStream {
@@ -64,6 +82,9 @@ impl Conn for UnixStream {
 enum End {
     ClientEof,
     Idle,
+    /// The client kept sending but did not read its acks for the idle
+    /// timeout: its receive buffer is full of them.
+    NotReadingAcks,
     TooLong,
     Drain,
     OutputFailed,
@@ -75,6 +96,7 @@ impl std::fmt::Display for End {
         match self {
             End::ClientEof => f.write_str("client EOF"),
             End::Idle => f.write_str("idle timeout"),
+            End::NotReadingAcks => f.write_str("not reading acks"),
             End::TooLong => f.write_str("line too long"),
             End::Drain => f.write_str("drain"),
             End::OutputFailed => f.write_str("output failed"),
@@ -96,8 +118,18 @@ struct State<S> {
     /// Complete lines read and handed to the sink, for the log line.
     lines: u64,
     /// Acks written to the client, for the log line: fewer than `lines`
-    /// when the connection ended between a commit and its ack.
+    /// when the connection ended between a commit and its ack, or when
+    /// acks stopped.
     acks: u64,
+    /// Why writing to the client failed (it reset the connection, or shut
+    /// its reading side), if it did. A sender that writes and closes
+    /// without reading makes its kernel answer our acks with a reset, but
+    /// what it sent is still in our receive queue: reading goes on, only
+    /// the acks stop.
+    acks_stopped: Option<io::Error>,
+    /// Bytes of a partial line the connection ended in (a reset, an idle
+    /// timeout, a drain), which were not written: the line may be cut.
+    partial_dropped: usize,
 }
 
 /// Serves one client to its end and logs one line about it. `slot` (the
@@ -119,6 +151,8 @@ pub async fn serve<S: Conn>(
         shutdown,
         lines: 0,
         acks: 0,
+        acks_stopped: None,
+        partial_dropped: 0,
     };
     let end = st.run(&peer).await;
     let _ = st.stream.shutdown().await;
@@ -126,13 +160,30 @@ pub async fn serve<S: Conn>(
         stream,
         lines,
         acks,
+        acks_stopped,
+        partial_dropped,
         ..
     } = st;
     drop(stream);
     drop(slot);
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    let mut counts = format!("{lines} lines, {acks} acks");
+    if shared.cfg.receive_only {
+        counts.push_str(" (receive-only)");
+    } else if let Some(e) = acks_stopped {
+        counts.push_str(&format!(
+            ", {} unacked (acks stopped: {})",
+            lines - acks,
+            describe(&e)
+        ));
+    }
+    if partial_dropped > 0 {
+        counts.push_str(&format!(
+            ", a partial last line of {partial_dropped} bytes not written"
+        ));
+    }
     crate::info!(
-        "{peer}: closed ({end}): {lines} lines, {acks} acks, {:.2} s",
+        "{peer}: closed ({end}): {counts}, {:.2} s",
         started.elapsed().as_secs_f64()
     );
 }
@@ -140,12 +191,27 @@ pub async fn serve<S: Conn>(
 impl<S: Conn> State<S> {
     async fn run(&mut self, peer: &str) -> End {
         let cfg = self.shared.cfg.clone();
-        if let Err(e) = self.write(&cfg.texts.greeting_line()).await {
-            return e;
+        if !cfg.receive_only {
+            if let Err(e) = self.send(&cfg.texts.greeting_line()).await {
+                return e;
+            }
         }
         let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
-        let prefix = prefix.as_deref();
         let mut framer = Framer::new(cfg.max_line);
+        let end = self.read_lines(&mut framer, prefix.as_deref()).await;
+        if !matches!(end, End::TooLong) {
+            self.partial_dropped = framer.pending();
+        }
+        end
+    }
+
+    /// Reads, frames, commits and acks until the stream ends, the client
+    /// goes idle or breaks a limit, or the server stops.
+    async fn read_lines(&mut self, framer: &mut Framer, prefix: Option<&[u8]>) -> End {
+        let cfg = self.shared.cfg.clone();
+        // The idle clock: the last complete line, or the last ack written,
+        // whichever is later, so a stalled output or a paused server never
+        // counts against the client.
         let mut last_line = Instant::now();
         let mut last_byte = Instant::now();
         // One timer for the connection's life. It is moved only when the
@@ -186,8 +252,9 @@ impl<S: Conn> State<S> {
                             timer.as_mut().reset(d.into());
                             continue;
                         }
-                        Some((_, why)) => return why,
-                        None => continue,
+                        // Silent only if nothing waits to be read.
+                        Some((_, why)) if !self.stream.has_input() => return why,
+                        _ => timer.as_mut().reset(far_future().into()),
                     }
                 }
             }
@@ -208,17 +275,18 @@ impl<S: Conn> State<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return End::Error(e),
             };
-            let now = Instant::now();
-            last_byte = now;
+            last_byte = Instant::now();
             let taken = framer.take(prefix, eof);
             if let Some(lines) = taken.lines {
-                last_line = now;
                 if let Err(e) = self.commit_and_ack(lines).await {
                     return e;
                 }
+                last_line = Instant::now();
             }
             if taken.too_long {
-                let _ = self.write(&protocol::too_long_line(cfg.max_line)).await;
+                if !cfg.receive_only {
+                    let _ = self.send(&protocol::too_long_line(cfg.max_line)).await;
+                }
                 return End::TooLong;
             }
             if eof {
@@ -235,16 +303,45 @@ impl<S: Conn> State<S> {
         if !self.shared.sink.commit(lines.data, n).await {
             return Err(End::OutputFailed);
         }
+        if self.shared.cfg.receive_only {
+            return Ok(());
+        }
         let block = self.shared.ack_block.clone();
         let per = self.shared.ack_len;
         let mut left = n as usize;
-        while left > 0 {
+        while left > 0 && self.acks_stopped.is_none() {
             let k = left.min(block.len() / per);
-            self.write(&block[..k * per]).await?;
+            self.send(&block[..k * per]).await.map_err(|e| match e {
+                End::Idle => End::NotReadingAcks,
+                e => e,
+            })?;
             left -= k;
-            self.acks += k as u64;
+            if self.acks_stopped.is_none() {
+                self.acks += k as u64;
+            }
         }
         Ok(())
+    }
+
+    /// Writes to the client, unless writing already failed. A client that
+    /// reset the connection or shut its reading side stops the writes, not
+    /// the connection: what it sent before is still read.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), End> {
+        if self.acks_stopped.is_some() {
+            return Ok(());
+        }
+        match self.write(bytes).await {
+            Err(End::Error(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.acks_stopped = Some(e);
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Writes to the client, giving up when it does not read for the idle
@@ -261,7 +358,7 @@ impl<S: Conn> State<S> {
                 ) => {}
             Err(e) => return Err(End::Error(e)),
         }
-        let deadline = self.shared.cfg.idle_timeout.map(|t| Instant::now() + t);
+        let deadline = (self.shared.cfg.idle_timeout).and_then(|t| Instant::now().checked_add(t));
         let mut shutdown = self.shutdown.clone();
         let write = async {
             match deadline {
@@ -292,7 +389,10 @@ fn deadline(
     last_line: Instant,
     last_byte: Instant,
 ) -> Option<(Instant, End)> {
-    let idle = idle_timeout.map(|t| (last_line + t, End::Idle));
+    // A timeout too far off to be a clock reading never comes.
+    let idle = idle_timeout
+        .and_then(|t| last_line.checked_add(t))
+        .map(|d| (d, End::Idle));
     match phase {
         Phase::Running => idle,
         Phase::Draining | Phase::Abort => {

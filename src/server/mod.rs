@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -55,6 +56,8 @@ pub struct Config {
     pub prefix_peer: bool,
     /// Who may connect.
     pub access: Access,
+    /// Send clients nothing: no greeting, no acks, no refusal text.
+    pub receive_only: bool,
 }
 
 impl Config {
@@ -81,6 +84,7 @@ impl Config {
             fsync: args.fsync,
             prefix_peer: args.prefix_peer,
             access: args.access(),
+            receive_only: args.receive_only,
         })
     }
 }
@@ -156,6 +160,7 @@ pub fn run(cfg: Config, sources: Sources) -> Result<(), Failure> {
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let acceptor = Acceptor {
             limit: Arc::new(Semaphore::new(shared.cfg.max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
             shared: shared.clone(),
             phase: phase_rx,
             done: done_tx,
@@ -212,6 +217,11 @@ fn to_tokio(l: StdListener) -> io::Result<AnyListener> {
     })
 }
 
+/// A deadline, or one a year away when the duration overflows the clock.
+fn far_or(deadline: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365))
+}
+
 fn status_line(shared: &Shared) -> String {
     format!(
         "{} connections open, {} lines received, {} refused",
@@ -236,6 +246,9 @@ struct Acceptor {
     /// Every connection task holds a clone and drops it when it ends: the
     /// supervisor knows all are done when the channel closes.
     done: mpsc::Sender<()>,
+    /// One permit per refused connection lingering so that its refusal
+    /// arrives ([`refuse`]).
+    refusals: Arc<Semaphore>,
 }
 
 impl Acceptor {
@@ -349,7 +362,34 @@ impl Acceptor {
         };
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         crate::info!("{peer}: refused: {reason}");
-        stream.refuse(&shared.cfg.texts.refusal_line(Some(reason)));
+        if shared.cfg.receive_only {
+            // Nothing is sent to a receive-only client: closing says it.
+            return;
+        }
+        let line = shared.cfg.texts.refusal_line(Some(reason));
+        // A refusal lingers (see `refuse`): at most this many at once, so
+        // a flood of refused clients cannot hold many descriptors; past
+        // that, the refusal is sent and the socket closed at once.
+        match self.refusals.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let done = self.done.clone();
+                tokio::spawn(async move {
+                    match stream {
+                        Accepted::Tcp(s) => refuse(s, &line).await,
+                        Accepted::Unix(s) => refuse(s, &line).await,
+                    }
+                    drop(permit);
+                    // A server that serves one connection waits for this.
+                    drop(done);
+                });
+            }
+            Err(_) => {
+                let _ = match &stream {
+                    Accepted::Tcp(s) => s.try_write(&line),
+                    Accepted::Unix(s) => s.try_write(&line),
+                };
+            }
+        }
     }
 }
 
@@ -396,7 +436,7 @@ impl Supervisor {
                         crate::info!("draining: listeners closed, finishing open connections (at most {:.1} s)", shared.cfg.drain_timeout.as_secs_f64());
                         let _ = self.phase.send(Phase::Draining);
                         crate::notify::stopping(&format!("draining; {}", status_line(&shared)));
-                        drain_deadline = Some(tokio::time::Instant::now() + shared.cfg.drain_timeout);
+                        drain_deadline = Some(far_or(tokio::time::Instant::now().checked_add(shared.cfg.drain_timeout)));
                     }
                     Some(_) => {
                         crate::info!("second signal: closing all connections now");
@@ -432,20 +472,35 @@ impl Supervisor {
     }
 }
 
+/// How long a refused connection lingers to let its refusal arrive.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// Refused connections lingering at once, at most.
+const MAX_LINGERING_REFUSALS: usize = 256;
+
+/// Sends the refusal so that the client reads it: closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the
+/// refusal still in flight. So: write it (waiting for the socket to take
+/// it), half-close, and read and discard what the client sends until it
+/// closes too, all within [`REFUSAL_LINGER`].
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &[u8]) {
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        if stream.write_all(line).await.is_err() {
+            return;
+        }
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 enum Accepted {
     Tcp(TcpStream),
     Unix(UnixStream),
-}
-
-impl Accepted {
-    /// Sends the refusal without waiting (it fits any fresh socket buffer)
-    /// and closes.
-    fn refuse(self, line: &[u8]) {
-        let _ = match &self {
-            Accepted::Tcp(s) => s.try_write(line),
-            Accepted::Unix(s) => s.try_write(line),
-        };
-    }
 }
 
 async fn accept(l: &AnyListener) -> io::Result<(Accepted, Option<SocketAddr>)> {

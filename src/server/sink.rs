@@ -315,8 +315,23 @@ fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Resu
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A non-blocking output (a parent set O_NONBLOCK on the pipe)
+            // that is full: wait until it takes more, as a blocking one
+            // would. Only the sink thread writes to such an output.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(file)?,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Waits until `file` can take more bytes (or has failed: the next write
+/// says how).
+fn wait_writable(file: &File) -> io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,0 +1,417 @@
+//! Senders nobody here wrote: `logger --tcp`, `socat -u`, scripts that
+//! send and close without reading, clients that stop reading their acks,
+//! and refused clients in every mode. Every line that reaches sockserve is
+//! written, whoever sends it; every refused client reads its refusal.
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ACK: &str = "Information Received\n";
+
+fn which(name: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !p.is_empty()).then_some(p)
+}
+
+/// The port of a `127.0.0.1:PORT` address.
+fn port(addr: &str) -> &str {
+    addr.rsplit_once(':').unwrap().1
+}
+
+/// Waits until the server's output holds `n` lines (or the wait ends).
+fn wait_lines(s: &Server, n: usize) -> usize {
+    eventually(WAIT, || count_lines(&s.output()) >= n);
+    count_lines(&s.output())
+}
+
+/// Sends `lines` and closes without ever reading, as a script that calls
+/// `close()` does: the kernel answers the server's greeting and acks with
+/// a reset. It waits (bounded) until its kernel has delivered every byte
+/// (`SIOCOUTQ` is 0) before it closes, since a reset also discards what
+/// the sender's own kernel still had queued, which no server can read.
+fn send_and_close(addr: &str, lines: &[u8]) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(lines).unwrap();
+    eventually(WAIT, || {
+        let mut queued: nix::libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer.
+        let r = unsafe { nix::libc::ioctl(c.as_raw_fd(), nix::libc::TIOCOUTQ, &mut queued) };
+        r == 0 && queued == 0
+    });
+    drop(c);
+}
+
+fn numbered(n: usize) -> String {
+    (1..=n).map(|i| format!("line {i}\n")).collect()
+}
+
+#[test]
+fn send_and_close_loses_no_line() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    for c in 0..20 {
+        let input: String = (1..=1000).map(|i| format!("c{c} line {i}\n")).collect();
+        send_and_close(s.addr(), input.as_bytes());
+    }
+    let got = wait_lines(&s, 20 * 1000);
+    assert_eq!(got, 20 * 1000, "stderr:\n{}", s.stderr.text());
+    let out = String::from_utf8(s.output()).unwrap();
+    for c in 0..20 {
+        let tag = format!("c{c} ");
+        let mine: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
+        let want: Vec<String> = (1..=1000).map(|i| format!("c{c} line {i}")).collect();
+        assert!(
+            mine == want,
+            "connection {c}: lines missing, cut or out of order"
+        );
+    }
+    // The log says the acks stopped and how many went unacked.
+    assert!(
+        eventually(WAIT, || s.stderr.text().contains("unacked (acks stopped")),
+        "{}",
+        s.stderr.text()
+    );
+}
+
+/// `logger --tcp` never reads. Without --receive-only, its kernel
+/// answers the greeting and the acks with a reset when it closes, and
+/// discards whatever logger still had queued to send: what reached
+/// sockserve is a prefix of the input, and all of that prefix is written
+/// (the acks stop, the reading goes on), in order, and counted in the log.
+/// With --receive-only nothing is sent to logger, so its close is a clean
+/// end of stream: several messages and 100,000 lines through one
+/// connection all arrive.
+#[test]
+#[ignore = "needs logger (Debian package bsdutils)"]
+fn logger_tcp_lines_are_all_written() {
+    let logger = which("logger").expect("logger is not installed (Debian package bsdutils)");
+    let run_logger = |s: &Server, input: &str| {
+        let mut child = Command::new(&logger)
+            .args(["--tcp", "-n", "127.0.0.1", "-P", port(s.addr()), "-t", "t"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        assert!(wait_child(&mut child, Duration::from_secs(60), &Lines::default()).success());
+    };
+    // Without --receive-only: a prefix, whole and in order.
+    let s = Server::start(&["127.0.0.1:0"]);
+    let input: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    run_logger(&s, &input);
+    let log = s.stderr.wait_for("closed (");
+    let k: usize = log
+        .split("): ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line count in {log}"));
+    assert!(k >= 1, "{log}");
+    let out = String::from_utf8_lossy(&s.output()).into_owned();
+    let got: Vec<&str> = out.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    let want: Vec<String> = (1..=k).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "{log}");
+    if k < 1000 {
+        assert!(log.contains("unacked (acks stopped"), "{log}");
+    }
+
+    // With --receive-only: everything.
+    let s = Server::start(&["--receive-only", "127.0.0.1:0"]);
+    for i in 0..5 {
+        let st = Command::new(&logger)
+            .args(["--tcp", "-n", "127.0.0.1", "-P", port(s.addr()), "-t", "t"])
+            .arg(format!("message {i}"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let n = 100_000;
+    let input: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    run_logger(&s, &input);
+    let got = wait_lines(&s, n + 5);
+    assert_eq!(got, n + 5, "stderr:\n{}", s.stderr.text());
+    let out = String::from_utf8_lossy(&s.output()).into_owned();
+    for i in 0..5 {
+        assert!(
+            out.contains(&format!(" message {i}\n")),
+            "message {i} missing"
+        );
+    }
+    let numbers: Vec<&str> = out
+        .lines()
+        .skip(5)
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), n);
+    assert!(numbers
+        .iter()
+        .enumerate()
+        .all(|(i, v)| *v == (i + 1).to_string()));
+}
+
+#[test]
+#[ignore = "needs socat"]
+fn socat_unidirectional_sender_loses_nothing() {
+    let socat = which("socat").expect("socat is not installed");
+    let s = Server::start(&["--receive-only", "127.0.0.1:0"]);
+    let mut child = Command::new(socat)
+        .args(["-u", "-", &format!("TCP:{}", s.addr())])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = numbered(200_000);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(wait_child(&mut child, Duration::from_secs(60), &Lines::default()).success());
+    assert_eq!(wait_lines(&s, 200_000), 200_000);
+    assert_eq!(s.output(), input.as_bytes());
+}
+
+#[test]
+fn receive_only_sends_nothing_and_writes_a_million_lines() {
+    let s = Server::start(&["--receive-only", "127.0.0.1:0"]);
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    let input = numbered(1_000_000);
+    c.write_all(input.as_bytes()).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"", "a receive-only server sent something");
+    assert_eq!(wait_lines(&s, 1_000_000), 1_000_000);
+    assert!(s.output() == input.as_bytes());
+    s.stderr.wait_for("1000000 lines, 0 acks (receive-only)");
+}
+
+#[test]
+fn receive_only_refuses_by_closing() {
+    let s = Server::start(&["--receive-only", "--deny", "127.0.0.1", "127.0.0.1:0"]);
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut back = Vec::new();
+    let _ = c.read_to_end(&mut back);
+    assert_eq!(back, b"");
+    s.stderr.wait_for("refused: not allowed");
+}
+
+#[test]
+fn a_client_that_stops_reading_acks_is_closed_as_not_reading_acks() {
+    let s = Server::start(&["--idle-timeout", "1", "127.0.0.1:0"]);
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+    let block = line.repeat(1000);
+    let started = Instant::now();
+    // Send and never read, until the server stops reading too.
+    while started.elapsed() < Duration::from_secs(15) {
+        if c.write_all(&block).is_err() {
+            break;
+        }
+        if s.stderr.text().contains("closed (") {
+            break;
+        }
+    }
+    let l = s.stderr.wait_for("closed (");
+    assert!(l.contains("closed (not reading acks)"), "{l}");
+    assert!(l.contains(" lines, ") && l.contains(" acks"), "{l}");
+}
+
+/// A client that sends a line every 0.1 s while the server is stopped
+/// (SIGSTOP) for twice the idle timeout is not closed, and every line is
+/// acked.
+#[test]
+fn a_paused_server_does_not_blame_the_client() {
+    use nix::sys::signal::Signal;
+    let s = Server::start(&["--idle-timeout", "2", "127.0.0.1:0"]);
+    let mut p = s.connect().greeted();
+    let sender = {
+        let mut w = match &p {
+            Peer::Tcp(t) => t.try_clone().unwrap(),
+            Peer::Unix(_) => unreachable!(),
+        };
+        std::thread::spawn(move || {
+            for i in 0..60 {
+                w.write_all(format!("tick {i}\n").as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(4));
+    s.signal(Signal::SIGCONT);
+    for _ in 0..60 {
+        assert_eq!(p.line().as_deref(), Some(ACK), "{}", s.stderr.text());
+    }
+    sender.join().unwrap();
+    p.half_close();
+    assert_eq!(p.rest(), "");
+    assert!(s.stderr.wait_for("closed (").contains("client EOF"));
+}
+
+/// The output stalls for 3 s with `--idle-timeout 1`: a client that sent
+/// one line and waits gets its ack and stays connected.
+#[test]
+fn a_stalled_output_does_not_blame_the_client() {
+    let mut s = ServerBuilder::new(&["--idle-timeout", "1", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .start();
+    let mut out = s.child.stdout.take().unwrap();
+    // Fill the pipe: another client's lines wait for a reader. The pipe
+    // holds 64 KiB, about 6,000 of these lines; its acks stop when it is
+    // full.
+    let filler = TcpStream::connect(s.addr()).unwrap();
+    (&filler).write_all(&numbered(20_000).into_bytes()).unwrap();
+    let mut acks = std::io::BufReader::new(&filler);
+    let mut acked = 0;
+    let mut line = String::new();
+    filler.set_read_timeout(Some(WAIT)).unwrap();
+    while acked < 5000 {
+        line.clear();
+        acks.read_line(&mut line).unwrap();
+        acked += 1;
+    }
+    // The acks stop when the pipe is full: none for 300 ms.
+    filler
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    while acks.read_line(&mut line).is_ok_and(|n| n > 0) {
+        acked += 1;
+    }
+    let mut p = s.connect().greeted();
+    p.send(b"waiting\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    assert_eq!(p.line().as_deref(), Some(ACK), "{}", s.stderr.text());
+    // Still connected: another line, another ack.
+    p.send(b"still here\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some(ACK), "{}", s.stderr.text());
+    p.half_close();
+    assert_eq!(p.rest(), "");
+    s.stop();
+    let out = reader.join().unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(out.contains("\nwaiting\n") && out.contains("\nstill here\n"));
+    let log = s.stderr.text();
+    let ours = log
+        .lines()
+        .filter(|l| l.contains("closed ("))
+        .find(|l| l.contains(" 2 lines"));
+    assert!(ours.is_some_and(|l| l.contains("client EOF")), "{log}");
+    assert!(acked < 20_000);
+}
+
+/// A client that sends its lines before it reads the greeting still reads
+/// the whole refusal: the server does not close on unread input.
+#[test]
+fn a_refused_client_that_sent_first_reads_its_refusal() {
+    let s = Server::start(&["--deny", "127.0.0.1", "127.0.0.1:0"]);
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(s.addr()).unwrap();
+        c.write_all(&numbered(100).into_bytes()).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"not connect: not allowed\n");
+    }
+}
+
+fn hundred_refusals(addr: &str) {
+    for i in 0..100 {
+        let r = run_client(&[addr], b"a line\n");
+        assert_eq!(r.code(), 3, "refusal {i}: {}", r.stderr);
+        assert!(r.stderr.contains("not allowed"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn every_refusal_arrives_with_own_listeners() {
+    let s = Server::start(&["--deny", "127.0.0.1", "127.0.0.1:0"]);
+    hundred_refusals(s.addr());
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
+fn every_refusal_arrives_in_every_activation_mode() {
+    let bin = which("systemd-socket-activate").expect("systemd-socket-activate is not installed");
+    for mode in [&[][..], &["--accept"][..], &["--accept", "--inetd"][..]] {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut b = ServerBuilder::new(&[]);
+        b.cmd = Command::new(&bin);
+        b.cmd
+            .args(["-l", &addr])
+            .args(mode)
+            .arg(sockserve_bin())
+            .args(["--deny", "127.0.0.1"]);
+        b.listeners = 0;
+        let s = b.start();
+        s.stderr.wait_for("Listening on");
+        hundred_refusals(&addr);
+        drop(s);
+    }
+}
+
+/// A parent that hands over a non-blocking pipe as standard output: a
+/// reader that pauses means "wait", not "exit 1".
+#[test]
+fn a_non_blocking_stdout_pipe_waits_for_its_reader() {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    nix::fcntl::fcntl(
+        w.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut s = ServerBuilder::new(&["127.0.0.1:0"])
+        .stdout(Stdio::from(w))
+        .start();
+    let input = numbered(50_000);
+    let mut p = s.connect().greeted();
+    p.send(input.as_bytes()).unwrap();
+    // Nobody reads for a while: the pipe fills, the server waits.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.child.try_wait().unwrap().is_none(), "{}", s.stderr.text());
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::fs::File::from(r).read_to_end(&mut v);
+        v
+    });
+    for _ in 0..50_000 {
+        assert_eq!(p.line().as_deref(), Some(ACK), "{}", s.stderr.text());
+    }
+    assert_eq!(s.stop().code(), Some(0), "{}", s.stderr.text());
+    assert_eq!(reader.join().unwrap(), input.as_bytes());
+}
+
+#[test]
+fn max_line_beyond_what_the_server_can_hold_is_a_usage_error() {
+    for big in ["18446744073709551615", "1073741825"] {
+        let r = run_bin(sockserve_bin(), &["--max-line", big, "127.0.0.1:0"], b"");
+        assert_eq!(r.code(), 2, "{}", r.stderr);
+        assert!(r.stderr.contains("1073741824"), "{}", r.stderr);
+    }
+}
