@@ -115,15 +115,6 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// How a peer's address is written in logs and `--prefix-peer` output:
-/// `127.0.0.1:5123`, `[::1]:5123` or `unix`.
-pub fn peer_name(addr: Option<SocketAddr>) -> String {
-    match addr {
-        Some(a) => a.to_string(),
-        None => "unix".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,8 @@
 //! - [`client`]: sockclient's pump and ledger of lines sent and acked.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
 //!   error that carries one to `main`.
+//! - [`peer`]: who is on the other end of a connection, one type for
+//!   access rules, limits, logs and records.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`diag`]: diagnostics on standard error (journal priorities, `-q`,
 //!   `-v`) and the duration syntax both tools accept.
@@ -36,5 +38,6 @@ pub mod endpoint;
 pub mod exit;
 pub mod listen;
 pub mod notify;
+pub mod peer;
 pub mod protocol;
 pub mod server;

@@ -150,7 +150,8 @@ fn unix_peer_credentials_are_checked() {
         "{}",
         r.stderr
     );
-    s.stderr.wait_for("unix: refused: not allowed");
+    let l = s.stderr.wait_for("refused: not allowed");
+    assert!(l.contains("unix:uid=65534,pid="), "{l}");
     assert!(s.stop().success());
     assert_eq!(s.output(), b"from root\n");
 

@@ -311,7 +311,13 @@ fn prefix_peer_names_who_sent_what() {
     drop((tcp, unix));
     assert!(s.stop().success());
     let out = String::from_utf8(s.output()).unwrap();
-    assert_eq!(out, format!("{local}\tfrom tcp\nunix\tfrom unix\n"));
+    // A Unix peer is named by its credentials: this test process.
+    let me = format!(
+        "unix:uid={},pid={}",
+        nix::unistd::getuid(),
+        std::process::id()
+    );
+    assert_eq!(out, format!("{local}\tfrom tcp\n{me}\tfrom unix\n"));
 }
 
 #[test]

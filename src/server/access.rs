@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::peer::Peer;
+
 #[derive(Clone, Debug, Default)]
 pub struct Access {
     /// With any rule here, a TCP peer must match one of them.
@@ -31,6 +33,18 @@ impl Access {
         (self.allow_uid.is_empty() && self.allow_gid.is_empty())
             || self.allow_uid.contains(&uid)
             || self.allow_gid.contains(&gid)
+    }
+
+    /// Whether this peer may connect: the CIDR rules for a TCP peer, the
+    /// uid and gid rules for a Unix peer (one without credentials passes
+    /// only when there are no such rules).
+    pub fn allowed(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Tcp(a) => self.tcp_allowed(a.ip()),
+            Peer::Unix(Some(c)) => self.unix_allowed(c.uid, c.gid),
+            Peer::Unix(None) => !self.checks_unix(),
+            Peer::Unknown => self.allow.is_empty() && self.deny.is_empty(),
+        }
     }
 
     /// Whether Unix peers need their credentials looked at.

@@ -15,6 +15,7 @@ use tokio::time::timeout_at;
 
 use super::{Phase, Shared};
 use crate::diag::describe;
+use crate::peer::Peer;
 use crate::protocol::{self, Framer, Lines};
 
 /// Bytes asked of the kernel per read, at most: a connection starts at
@@ -137,12 +138,13 @@ struct State<S> {
 /// line, so "closed" in the log means the next client can be served.
 pub async fn serve<S: Conn>(
     stream: S,
-    peer: String,
+    peer: Peer,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<Phase>,
     slot: impl Send,
 ) {
     let started = Instant::now();
+    let peer = peer.to_string();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
     crate::debug!("{peer}: connected");
     let mut st = State {

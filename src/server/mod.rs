@@ -32,6 +32,7 @@ use crate::cli::ServeArgs;
 use crate::diag::describe;
 use crate::exit::Failure;
 use crate::listen::{SocketFile, Sources, StdListener, StdStream, Wanted};
+use crate::peer::{Cred, Peer};
 use crate::protocol::Texts;
 pub use access::Access;
 pub use sink::Output;
@@ -269,7 +270,7 @@ impl Acceptor {
                 StdStream::Tcp(s) => s
                     .set_nonblocking(true)
                     .and_then(|()| TcpStream::from_std(s))
-                    .map(|s| (s.peer_addr().ok(), Accepted::Tcp(s))),
+                    .map(|s| (None, Accepted::Tcp(s))),
                 StdStream::Unix(s) => s
                     .set_nonblocking(true)
                     .and_then(|()| UnixStream::from_std(s))
@@ -331,16 +332,8 @@ impl Acceptor {
     /// a peer that is not allowed, or one past the connection limit.
     fn admit(&self, stream: Accepted, addr: Option<SocketAddr>) {
         let shared = &self.shared;
-        let peer = crate::endpoint::peer_name(addr);
-        let access = &shared.cfg.access;
-        let allowed = match (&stream, addr) {
-            (Accepted::Tcp(_), Some(a)) => access.tcp_allowed(a.ip()),
-            (Accepted::Unix(s), _) if access.checks_unix() => s
-                .peer_cred()
-                .is_ok_and(|c| access.unix_allowed(c.uid(), c.gid())),
-            _ => true,
-        };
-        let reason = if !allowed {
+        let peer = stream.peer(addr);
+        let reason = if !shared.cfg.access.allowed(&peer) {
             "not allowed"
         } else {
             match self.limit.clone().try_acquire_owned() {
@@ -501,6 +494,23 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &[u8]) {
 enum Accepted {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl Accepted {
+    /// Who is on the other end: the address `accept` gave (or the
+    /// socket's), or a Unix peer's credentials.
+    fn peer(&self, addr: Option<SocketAddr>) -> Peer {
+        match self {
+            Accepted::Tcp(s) => addr
+                .or_else(|| s.peer_addr().ok())
+                .map_or(Peer::Unknown, Peer::tcp),
+            Accepted::Unix(s) => Peer::Unix(s.peer_cred().ok().map(|c| Cred {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            })),
+        }
+    }
 }
 
 async fn accept(l: &AnyListener) -> io::Result<(Accepted, Option<SocketAddr>)> {

@@ -1,0 +1,95 @@
+//! Who is on the other end of a connection: one type, used by the access
+//! rules, the limits, the log lines and the records alike.
+//!
+//! A TCP peer is its socket address, or the source a PROXY protocol header
+//! named; an IPv4 peer that arrived on a dual-stack socket as
+//! `::ffff:a.b.c.d` is the IPv4 address, written and matched as such. A
+//! Unix peer is its credentials (`SO_PEERCRED`), when the kernel gives
+//! them.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// The peer of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer: its address, IPv4-mapped IPv6 folded to IPv4.
+    Tcp(SocketAddr),
+    /// A Unix peer, with its credentials when the kernel gave them.
+    Unix(Option<Cred>),
+    /// A TCP peer whose address the kernel no longer knows (it went away
+    /// before we asked).
+    Unknown,
+}
+
+/// A Unix peer's credentials at connect time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    /// A TCP peer, its address made canonical (`::ffff:127.0.0.1` is
+    /// `127.0.0.1`).
+    pub fn tcp(addr: SocketAddr) -> Peer {
+        Peer::Tcp(SocketAddr::new(addr.ip().to_canonical(), addr.port()))
+    }
+
+    /// The IP address of a TCP peer.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix(_) | Peer::Unknown => None,
+        }
+    }
+
+    /// The credentials of a Unix peer.
+    pub fn cred(&self) -> Option<Cred> {
+        match self {
+            Peer::Unix(c) => *c,
+            Peer::Tcp(_) | Peer::Unknown => None,
+        }
+    }
+}
+
+/// `127.0.0.1:5123`, `[::1]:5123`, `unix:uid=1000,pid=4242`, or `unix`
+/// when the kernel gave no credentials.
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix(Some(Cred {
+                uid, pid: Some(p), ..
+            })) => write!(f, "unix:uid={uid},pid={p}"),
+            Peer::Unix(Some(Cred { uid, pid: None, .. })) => write!(f, "unix:uid={uid}"),
+            Peer::Unix(None) => f.write_str("unix"),
+            Peer::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_as_logs_and_prefixes_show_them() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5123".parse().unwrap();
+        assert_eq!(Peer::tcp(mapped).to_string(), "127.0.0.1:5123");
+        assert_eq!(
+            Peer::tcp(mapped).ip(),
+            Some("127.0.0.1".parse::<IpAddr>().unwrap())
+        );
+        let v6: SocketAddr = "[::1]:7".parse().unwrap();
+        assert_eq!(Peer::tcp(v6).to_string(), "[::1]:7");
+        let c = Cred {
+            uid: 1000,
+            gid: 100,
+            pid: Some(4242),
+        };
+        assert_eq!(Peer::Unix(Some(c)).to_string(), "unix:uid=1000,pid=4242");
+        assert_eq!(Peer::Unix(None).to_string(), "unix");
+    }
+}
