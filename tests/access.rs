@@ -10,7 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-const ACK: &str = "Information Received\n";
 const NOT_ALLOWED: &str = "not connect: not allowed\n";
 
 /// Connects to `to` from the source address `from` (any 127.0.0.0/8
@@ -48,7 +47,7 @@ fn tcp_peer_outside_allow_is_refused_and_nothing_it_sends_is_written() {
     assert_eq!(p.line(), None);
     let log = s.stderr.wait_for("refused: not allowed");
     assert!(log.starts_with("sockserve: 127.0.0.1:"), "{log}");
-    assert!(s.stop().success());
+    s.stop_success();
     assert!(s.output().is_empty());
 }
 
@@ -76,13 +75,9 @@ fn ipv6_rules() {
     let s = Server::start(&["--deny", "::1/128", "[::1]:0"]);
     let mut p = s.connect();
     assert_eq!(p.line().as_deref(), Some(NOT_ALLOWED));
-    let r = run_client(&[s.addr()], b"x\n");
-    assert_eq!(r.code(), 3);
-    assert!(
-        r.stderr.contains("not connect: not allowed"),
-        "{}",
-        r.stderr
-    );
+    run_client(&[s.addr()], b"x\n")
+        .assert_code(3)
+        .assert_stderr_contains("not connect: not allowed");
 }
 
 #[test]
@@ -92,8 +87,7 @@ fn bad_rules_are_usage_errors() {
         &["--deny", "nope"],
         &["--allow-uid", "no-such-user-here"],
     ] {
-        let r = run_bin(sockserve_bin(), args, b"");
-        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+        run_bin(sockserve_bin(), args, b"").assert_code(2);
     }
 }
 
@@ -140,18 +134,13 @@ fn unix_peer_credentials_are_checked() {
     let addr = format!("unix:{}", dir.path().join("cred.sock").display());
     let mut s = Server::start(&["--unix-mode", "0666", "--allow-uid", "root", &addr]);
     // root may.
-    let r = run_client(&[&addr], b"from root\n");
-    assert_eq!(r.code(), 0, "{}", r.stderr);
+    run_client(&[&addr], b"from root\n").assert_success();
     // nobody may not: refusal, exit 3, nothing written.
-    let r = client_as_nobody(&addr, b"from nobody\n");
-    assert_eq!(r.code(), 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("not connect: not allowed"),
-        "{}",
-        r.stderr
-    );
+    client_as_nobody(&addr, b"from nobody\n")
+        .assert_code(3)
+        .assert_stderr_contains("not connect: not allowed");
     s.stderr.wait_for("unix: refused: not allowed");
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"from root\n");
 
     // --allow-gid lets a group in.
@@ -164,9 +153,8 @@ fn unix_peer_credentials_are_checked() {
         "65534",
         &addr,
     ]);
-    let r = client_as_nobody(&addr, b"nogroup member\n");
-    assert_eq!(r.code(), 0, "{}", r.stderr);
-    assert!(s.stop().success());
+    client_as_nobody(&addr, b"nogroup member\n").assert_success();
+    s.stop_success();
     assert_eq!(s.output(), b"nogroup member\n");
 }
 
@@ -179,9 +167,9 @@ fn unix_mode_keeps_other_users_out() {
     let addr = format!("unix:{}", dir.path().join("mode.sock").display());
     let _s = Server::start(&[&addr]);
     // Default 0660, owned by root: nobody cannot even connect.
-    let r = client_as_nobody(&addr, b"x\n");
-    assert_eq!(r.code(), 4, "{}", r.stderr);
-    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+    client_as_nobody(&addr, b"x\n")
+        .assert_code(4)
+        .assert_stderr_contains("permission denied");
 }
 
 #[test]
@@ -199,20 +187,18 @@ fn socket_file_is_never_wider_than_asked() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("umask.sock");
     let trace = dir.path().join("trace");
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new("strace");
-    b.cmd.args([
-        "-f",
-        "-o",
-        trace.to_str().unwrap(),
-        "-e",
-        "trace=umask,bind,chmod,fchmodat",
-        sockserve_bin(),
-    ]);
-    b.cmd
-        .args(["--unix-mode", "0600", &format!("unix:{}", sock.display())]);
     // Past "listening on", the bind and the umask around it are done.
-    let _s = b.start();
+    let _s = ServerBuilder::via("strace")
+        .args([
+            "-f",
+            "-o",
+            trace.to_str().unwrap(),
+            "-e",
+            "trace=umask,bind,chmod,fchmodat",
+            sockserve_bin(),
+        ])
+        .args(["--unix-mode", "0600", &format!("unix:{}", sock.display())])
+        .start();
     let mut t = String::new();
     assert!(eventually(WAIT, || {
         t = std::fs::read_to_string(&trace).unwrap_or_default();

@@ -5,11 +5,9 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
-
-const ACK: &str = "Information Received\n";
 
 fn activator() -> Option<String> {
     let out = Command::new("sh")
@@ -28,11 +26,12 @@ fn activator() -> Option<String> {
 /// `systemd-socket-activate ARGS... sockserve SERVE_ARGS...`, waiting for
 /// its own "Listening on" lines (one per -l).
 fn activate(bin: &str, args: &[&str], serve_args: &[&str]) -> Server {
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(bin);
-    b.cmd.args(args).arg(sockserve_bin()).args(serve_args);
-    b.listeners = 0;
-    let s = b.start();
+    let s = ServerBuilder::via(bin)
+        .args(args)
+        .arg(sockserve_bin())
+        .args(serve_args)
+        .listeners(0)
+        .start();
     let want = args.iter().filter(|a| **a == "-l").count();
     assert!(eventually(WAIT, || s
         .stderr
@@ -64,11 +63,7 @@ fn accept_yes_one_process_per_connection() {
         .count()
         == 3));
     assert!(eventually(WAIT, || s.output() == b"conn 0\nconn 1\nconn 2\n"));
-    assert!(
-        !s.stderr.text().contains("listening on"),
-        "{}",
-        s.stderr.text()
-    );
+    s.stderr.assert_lacks("listening on");
 }
 
 #[test]
@@ -121,7 +116,7 @@ fn fd_names_select_sockets() {
     assert_eq!(p.line().as_deref(), Some(ACK));
     let l = s.stderr.wait_for("sockserve: listening on");
     assert!(l.contains(&format!("{b} (second, fd 4)")), "{l}");
-    assert!(!s.stderr.text().contains(&format!("listening on {a}")));
+    s.stderr.assert_lacks(&format!("listening on {a}"));
 }
 
 #[test]
@@ -149,7 +144,7 @@ fn unix_socket_passed_in_is_never_unlinked() {
     assert_eq!(p.line().as_deref(), Some(ACK));
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert!(s.stop().success());
+    s.stop_success();
     assert!(
         path.exists(),
         "sockserve removed a socket it did not create"
@@ -164,62 +159,52 @@ fn spawn_with_fd3(fd: i32, env: &[(&str, &str)], args: &[&str]) -> ClientRun {
         cmd.env(k, v);
     }
     with_fd3(&mut cmd, fd);
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    ClientRun {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_command(cmd, b"")
 }
 
 #[test]
 fn fd_3_a_regular_file_is_a_clear_error() {
     let f = tempfile::tempfile().unwrap();
-    let r = spawn_with_fd3(f.as_raw_fd(), &[("LISTEN_FDS", "1")], &[]);
-    assert_eq!(r.code(), 1);
-    assert_eq!(
-        r.stderr,
-        "sockserve: inherited fd 3 (fd 3): is a regular file, not a stream socket\n"
-    );
+    spawn_with_fd3(f.as_raw_fd(), &[("LISTEN_FDS", "1")], &[])
+        .assert_code(1)
+        .assert_stderr(
+            "sockserve: inherited fd 3 (fd 3): is a regular file, not a stream socket\n",
+        );
 }
 
 #[test]
 fn fd_3_a_datagram_socket_is_a_clear_error() {
     let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let r = spawn_with_fd3(
+    spawn_with_fd3(
         u.as_raw_fd(),
         &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "dgram")],
         &[],
-    );
-    assert_eq!(r.code(), 1);
-    assert_eq!(
-        r.stderr,
-        "sockserve: inherited fd 3 (dgram): is a datagram socket, not a stream socket\n"
+    )
+    .assert_code(1)
+    .assert_stderr(
+        "sockserve: inherited fd 3 (dgram): is a datagram socket, not a stream socket\n",
     );
 }
 
 #[test]
 fn listen_fds_counting_more_fds_than_passed() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let r = spawn_with_fd3(l.as_raw_fd(), &[("LISTEN_FDS", "2")], &[]);
-    assert_eq!(r.code(), 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "inherited fd 4 (fd 4): is not open (LISTEN_FDS counts more fds than were passed)"
-        ),
-        "{}",
-        r.stderr
-    );
+    spawn_with_fd3(l.as_raw_fd(), &[("LISTEN_FDS", "2")], &[])
+        .assert_code(1)
+        .assert_stderr_contains(
+            "inherited fd 4 (fd 4): is not open (LISTEN_FDS counts more fds than were passed)",
+        );
 }
 
 #[test]
 fn inherited_fd_is_made_close_on_exec() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fd = l.as_raw_fd();
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    with_fd3(&mut b.cmd, fd);
-    let s = b.start();
+    let s = ServerBuilder::new(&[])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .configure(|c| with_fd3(c, fd))
+        .start();
     let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", s.pid())).unwrap();
     let flags = info
         .lines()

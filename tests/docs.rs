@@ -129,8 +129,8 @@ fn version_is_the_crate_version() {
         (sockserve_bin(), "sockserve"),
         (sockclient_bin(), "sockclient"),
     ] {
-        let r = run_bin(bin, &["--version"], b"");
-        assert_eq!(r.code(), 0);
-        assert_eq!(r.out(), format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
+        run_bin(bin, &["--version"], b"")
+            .assert_success()
+            .assert_stdout(&format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
     }
 }

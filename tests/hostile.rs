@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ACK: &str = "Information Received\n";
-
 /// Round trips of one line on an open connection: the slowest, in ms.
 fn worst_round_trip(p: &mut Peer, n: usize) -> f64 {
     let mut worst: f64 = 0.0;
@@ -93,7 +91,7 @@ fn every_odd_byte_and_both_sides_of_the_limit() {
     long.push(b'\n');
     p.send(&long).unwrap();
     assert_eq!(p.rest(), "error: line too long (max 300 bytes)\n");
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), want);
 }
 

@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -17,8 +16,8 @@ fn greeting_then_one_ack_per_line_byte_for_byte() {
     let mut p = s.connect().greeted();
     p.send(b"hello\nCR LF line\r\n\nlast").unwrap();
     p.half_close();
-    assert_eq!(p.rest(), "Information Received\n".repeat(4));
-    assert!(s.stop().success());
+    assert_eq!(p.rest(), ACK.repeat(4));
+    s.stop_success();
     // Empty lines count; CR LF is one line without its CR; a last line
     // without a newline gets one.
     assert_eq!(s.output(), b"hello\nCR LF line\n\nlast\n");
@@ -32,10 +31,10 @@ fn every_byte_value_but_newline_passes_through() {
     line.push(b'\n');
     let mut p = s.connect().greeted();
     p.send(&line).unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), line);
 }
 
@@ -66,12 +65,12 @@ fn serves_tcp4_tcp6_unix_and_abstract_at_once() {
     for (i, a) in s.addrs.clone().iter().enumerate() {
         let mut p = Peer::connect(a).greeted();
         p.send(format!("via {i}\n").as_bytes()).unwrap();
-        assert_eq!(p.line().as_deref(), Some("Information Received\n"), "{a}");
+        assert_eq!(p.line().as_deref(), Some(ACK), "{a}");
     }
     assert!(s.addrs[1].starts_with("[::1]:"));
     assert_eq!(s.addrs[2], format!("unix:{}", sock.display()));
     assert_eq!(s.addrs[3], abs);
-    assert!(s.stop().success());
+    s.stop_success();
     let out = String::from_utf8(s.output()).unwrap();
     for i in 0..4 {
         assert!(out.contains(&format!("via {i}\n")), "{out}");
@@ -85,12 +84,12 @@ fn default_address_is_the_tutorials() {
     assert_eq!(s.addr(), "127.0.0.1:10008");
     let mut p = s.connect().greeted();
     p.send(b"SOME DATA\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     // The client closes first, so no TIME_WAIT is left on port 10008 for
     // the tutorial's server.php (no SO_REUSEADDR) in the shell tests.
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert!(s.stop().success());
+    s.stop_success();
 }
 
 #[test]
@@ -112,7 +111,7 @@ fn many_clients_at_once_and_a_silent_one_delays_nobody() {
                 }
                 p.send(text.as_bytes()).unwrap();
                 p.half_close();
-                assert_eq!(p.rest(), "Information Received\n".repeat(200));
+                assert_eq!(p.rest(), ACK.repeat(200));
             })
         })
         .collect();
@@ -199,17 +198,17 @@ fn line_of_max_length_passes_one_more_is_refused() {
     let mut s = Server::start(&["--max-line", "10", "127.0.0.1:0"]);
     let mut p = s.connect().greeted();
     p.send(b"0123456789\n0123456789\r\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     p.send(b"ok\n0123456789A\nnever\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     let rest = p.rest();
     assert_eq!(rest, "error: line too long (max 10 bytes)\n");
     assert!(s
         .stderr
         .wait_for("closed (line too long)")
         .contains("3 lines, 3 acks"));
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"0123456789\n0123456789\nok\n");
 }
 
@@ -243,21 +242,16 @@ fn unix_socket_mode_stale_live_and_cleanup() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     // A live one is not.
-    let r = run_bin(sockserve_bin(), &[&addr], b"");
-    assert_eq!(r.code(), 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("sockserve: cannot bind {addr}: address in use")),
-        "{}",
-        r.stderr
-    );
-    assert!(s.stop().success());
+    run_bin(sockserve_bin(), &[&addr], b"")
+        .assert_code(1)
+        .assert_stderr_contains(&format!("sockserve: cannot bind {addr}: address in use"));
+    s.stop_success();
     assert!(!path.exists(), "socket file left behind");
     // Nor is a file that is not a socket.
     std::fs::write(&path, "data").unwrap();
-    let r = run_bin(sockserve_bin(), &[&addr], b"");
-    assert_eq!(r.code(), 1);
-    assert!(r.stderr.contains("is not a socket"), "{}", r.stderr);
+    run_bin(sockserve_bin(), &[&addr], b"")
+        .assert_code(1)
+        .assert_stderr_contains("is not a socket");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
 }
 
@@ -280,11 +274,10 @@ fn sigint_and_sigterm_stop_cleanly_with_every_acked_line_written() {
             p.send(format!("line {i}\n").as_bytes()).unwrap();
         }
         for _ in 0..100 {
-            assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+            assert_eq!(p.line().as_deref(), Some(ACK));
         }
         s.signal(sig);
-        let st = s.wait();
-        assert_eq!(st.code(), Some(0), "{sig}: {}", s.stderr.text());
+        s.assert_exit(0);
         let out = String::from_utf8(s.output()).unwrap();
         assert_eq!(out.lines().count(), 100);
     }
@@ -295,14 +288,13 @@ fn cannot_bind_is_exit_1_with_a_clear_message() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
     let r = run_bin(sockserve_bin(), &[&addr], b"");
-    assert_eq!(r.code(), 1);
-    assert!(
-        r.stderr
-            .starts_with(&format!("sockserve: cannot bind {addr}: address in use")),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stdout.is_empty());
+    r.assert_code(1).assert_stdout("");
+    if !r
+        .stderr
+        .starts_with(&format!("sockserve: cannot bind {addr}: address in use"))
+    {
+        r.fail("expected stderr to start with the bind error");
+    }
 }
 
 #[test]
@@ -315,9 +307,9 @@ fn usage_errors_are_exit_2() {
         &["--unix-mode", "999"],
         &["--ack", ""],
     ] {
-        let r = run_bin(sockserve_bin(), args, b"");
-        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("error"), "{args:?}: {}", r.stderr);
+        run_bin(sockserve_bin(), args, b"")
+            .assert_code(2)
+            .assert_stderr_contains("error");
     }
 }
 
@@ -332,10 +324,10 @@ fn closed_stdout_is_exit_1_not_a_panic() {
     p.send(b"nobody will read this\n").unwrap();
     // No ack: the line was not written.
     assert_eq!(p.rest(), "");
-    assert_eq!(s.wait().code(), Some(1));
-    let err = s.stderr.text();
-    assert!(err.contains("sockserve: output closed"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    s.assert_exit(1);
+    s.stderr
+        .assert_contains("sockserve: output closed")
+        .assert_lacks("panicked");
 }
 
 #[test]
@@ -343,16 +335,17 @@ fn inherited_listening_socket_with_listen_fds() {
     use std::os::fd::AsRawFd;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let mut b = ServerBuilder::new(&["-v"]);
-    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    with_fd3(&mut b.cmd, l.as_raw_fd());
-    let mut s = b.start();
+    let mut s = ServerBuilder::new(&["-v"])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .configure(|c| with_fd3(c, l.as_raw_fd()))
+        .start();
     drop(l);
     assert!(s.addr().starts_with(&addr), "{}", s.addr());
     let mut p = Peer::connect(&addr).greeted();
     p.send(b"inherited\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
-    assert!(s.stop().success());
+    assert_eq!(p.line().as_deref(), Some(ACK));
+    s.stop_success();
     assert_eq!(s.output(), b"inherited\n");
 }
 
@@ -360,10 +353,11 @@ fn inherited_listening_socket_with_listen_fds() {
 fn listen_pid_of_another_process_is_not_for_us() {
     use std::os::fd::AsRawFd;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut b = ServerBuilder::new(&["-v", "127.0.0.1:0"]);
-    b.cmd.env("LISTEN_FDS", "1").env("LISTEN_PID", "1");
-    with_fd3(&mut b.cmd, l.as_raw_fd());
-    let s = b.start();
+    let s = ServerBuilder::new(&["-v", "127.0.0.1:0"])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_PID", "1")
+        .configure(|c| with_fd3(c, l.as_raw_fd()))
+        .start();
     s.stderr.wait_for("LISTEN_PID=1 is not this process");
     assert_eq!(s.addrs.len(), 1);
     assert_ne!(s.addr(), l.local_addr().unwrap().to_string());
@@ -377,29 +371,18 @@ fn systemd_socket_activate_listen() {
     };
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(bin);
-    b.cmd.args(["-l", &addr, sockserve_bin()]);
     // systemd-socket-activate says "Listening on" itself, then execs us on
     // the first connection.
-    b.listeners = 0;
-    let mut s = b.start();
+    let mut s = ServerBuilder::via(&bin)
+        .args(["-l", &addr, sockserve_bin()])
+        .listeners(0)
+        .start();
     s.stderr.wait_for("Listening on");
     let mut p = Peer::connect(&addr).greeted();
     p.send(b"activated\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     s.stderr
         .wait_for(&format!("sockserve: listening on {addr} (fd 3)"));
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"activated\n");
-}
-
-fn which(name: &str) -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !p.is_empty()).then_some(p)
 }
