@@ -98,19 +98,14 @@ fn shared_dir() -> tempfile::TempDir {
     d
 }
 
-fn can_run_as_nobody() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: not root, cannot run a client as another user");
-        return false;
-    }
+/// Fails the test unless a client can run as another user here.
+fn require_nobody() {
+    require(is_root(), "not root, cannot run a client as another user");
     let ok = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIP: setpriv cannot switch to uid 65534 here");
-    }
-    ok
+    require(ok, "setpriv cannot switch to uid 65534 here");
 }
 
 /// sockclient as uid/gid 65534 (nobody/nogroup).
@@ -126,10 +121,9 @@ fn client_as_nobody(addr: &str, input: &[u8]) -> ClientRun {
 }
 
 #[test]
+#[ignore = "needs root and setpriv"]
 fn unix_peer_credentials_are_checked() {
-    if !can_run_as_nobody() {
-        return;
-    }
+    require_nobody();
     let dir = shared_dir();
     let addr = format!("unix:{}", dir.path().join("cred.sock").display());
     let mut s = Server::start(&["--unix-mode", "0666", "--allow-uid", "root", &addr]);
@@ -159,10 +153,9 @@ fn unix_peer_credentials_are_checked() {
 }
 
 #[test]
+#[ignore = "needs root and setpriv"]
 fn unix_mode_keeps_other_users_out() {
-    if !can_run_as_nobody() {
-        return;
-    }
+    require_nobody();
     let dir = shared_dir();
     let addr = format!("unix:{}", dir.path().join("mode.sock").display());
     let _s = Server::start(&[&addr]);
@@ -173,6 +166,7 @@ fn unix_mode_keeps_other_users_out() {
 }
 
 #[test]
+#[ignore = "needs strace"]
 fn socket_file_is_never_wider_than_asked() {
     // The mode is set by narrowing the umask around bind(2), not by a
     // chmod after it: strace shows the order of the calls.
@@ -180,10 +174,7 @@ fn socket_file_is_never_wider_than_asked() {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have {
-        eprintln!("SKIP: strace not installed");
-        return;
-    }
+    require(have, "strace is not installed (Debian package strace)");
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("umask.sock");
     let trace = dir.path().join("trace");

@@ -9,18 +9,9 @@ use std::process::Command;
 
 use common::*;
 
-fn activator() -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", "command -v systemd-socket-activate"])
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if p.is_empty() {
-        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
-        None
-    } else {
-        Some(p)
-    }
+/// The activator's path; fails the test if it is not installed.
+fn activator() -> String {
+    require_tool("systemd-socket-activate", "systemd")
 }
 
 /// `systemd-socket-activate ARGS... sockserve SERVE_ARGS...`, waiting for
@@ -44,8 +35,9 @@ fn activate(bin: &str, args: &[&str], serve_args: &[&str]) -> Server {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn accept_yes_one_process_per_connection() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let addr = format!("127.0.0.1:{}", free_port());
     let s = activate(&bin, &["-l", &addr, "--accept"], &["-v"]);
     for i in 0..3 {
@@ -67,8 +59,9 @@ fn accept_yes_one_process_per_connection() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn inetd_mode_connection_on_stdin_lines_to_stderr() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let addr = format!("127.0.0.1:{}", free_port());
     let s = activate(&bin, &["-l", &addr, "--accept", "--inetd"], &[]);
     let mut p = Peer::connect(&addr).greeted();
@@ -82,8 +75,9 @@ fn inetd_mode_connection_on_stdin_lines_to_stderr() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn inetd_flag_with_output_file() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("in.log");
     let addr = format!("127.0.0.1:{}", free_port());
@@ -99,8 +93,9 @@ fn inetd_flag_with_output_file() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn fd_names_select_sockets() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let (a, b) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
@@ -120,8 +115,9 @@ fn fd_names_select_sockets() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn fd_name_that_matches_nothing_is_an_error() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let a = format!("127.0.0.1:{}", free_port());
     let s = activate(&bin, &["-l", &a, "--fdname=web"], &["--fd-name", "lines"]);
     let _ = std::net::TcpStream::connect(&a);
@@ -133,8 +129,9 @@ fn fd_name_that_matches_nothing_is_an_error() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn unix_socket_passed_in_is_never_unlinked() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("act.sock");
     let spec = path.to_str().unwrap().to_string();

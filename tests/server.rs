@@ -364,11 +364,9 @@ fn listen_pid_of_another_process_is_not_for_us() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn systemd_socket_activate_listen() {
-    let Some(bin) = which("systemd-socket-activate") else {
-        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
-        return;
-    };
+    let bin = require_tool("systemd-socket-activate", "systemd");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // systemd-socket-activate says "Listening on" itself, then execs us on
