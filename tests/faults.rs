@@ -141,7 +141,7 @@ fn sigterm_under_load_drains_within_the_deadline() {
     std::thread::sleep(Duration::from_millis(400));
     let t = Instant::now();
     s.signal(Signal::SIGTERM);
-    assert_eq!(s.wait().code(), Some(0));
+    s.assert_exit(0);
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "drain took {:?}",
@@ -172,7 +172,7 @@ fn sigterm_under_load_drains_within_the_deadline() {
                 "{m}"
             );
         } else {
-            assert_eq!(st.code(), Some(0));
+            assert_eq!(st.code(), Some(0), "{}", err.text());
         }
     }
     assert!(

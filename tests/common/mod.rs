@@ -38,6 +38,7 @@ pub fn sockclient_bin() -> &'static str {
 /// shows it as ignored, and `scripts/test` runs it with
 /// `--include-ignored` where the tools exist; run by hand anywhere else,
 /// it fails loudly instead of passing without having tested anything.
+#[track_caller]
 pub fn require(ok: bool, what: &str) {
     assert!(
         ok,
@@ -63,6 +64,7 @@ pub fn which(name: &str) -> Option<String> {
 }
 
 /// `which(name)`, or fails the test through `require`.
+#[track_caller]
 pub fn require_tool(name: &str, package: &str) -> String {
     let p = which(name);
     require(
@@ -155,6 +157,7 @@ impl Lines {
 
     /// Waits for a line containing `pat`; panics with everything seen
     /// after `WAIT`.
+    #[track_caller]
     pub fn wait_for(&self, pat: &str) -> String {
         self.wait_for_within(pat, WAIT).unwrap_or_else(|| {
             panic!(
@@ -182,6 +185,7 @@ impl Lines {
 
     /// Checks that what was seen so far contains `pat`; panics with it
     /// all if not.
+    #[track_caller]
     pub fn assert_contains(&self, pat: &str) -> &Self {
         let t = self.text();
         assert!(t.contains(pat), "no {pat:?} in stderr:\n{t}");
@@ -189,6 +193,7 @@ impl Lines {
     }
 
     /// Checks that what was seen so far does not contain `pat`.
+    #[track_caller]
     pub fn assert_lacks(&self, pat: &str) -> &Self {
         let t = self.text();
         assert!(!t.contains(pat), "{pat:?} in stderr:\n{t}");
@@ -357,6 +362,7 @@ impl Server {
 
     /// Waits for it to exit and checks its exit status; when it is
     /// wrong, panics with the command line, the status and stderr.
+    #[track_caller]
     pub fn assert_exit(&mut self, code: i32) -> &mut Self {
         let st = self.wait();
         if st.code() != Some(code) {
@@ -371,6 +377,7 @@ impl Server {
     }
 
     /// SIGTERM, then `assert_exit(0)`.
+    #[track_caller]
     pub fn stop_success(&mut self) -> &mut Self {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         self.assert_exit(0)
@@ -551,6 +558,7 @@ impl ClientRun {
     }
 
     /// Panics with `what` and everything about this run.
+    #[track_caller]
     pub fn fail(&self, what: &str) -> ! {
         panic!(
             "\n\n==========\n{what}\n\ncommand: {}\n\nstatus: {}\n\n\
@@ -563,6 +571,7 @@ impl ClientRun {
     }
 
     /// Checks the exit status.
+    #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
         if self.status.code() != Some(code) {
             self.fail(&format!("expected exit status {code}"));
@@ -571,11 +580,13 @@ impl ClientRun {
     }
 
     /// Checks that it exited 0.
+    #[track_caller]
     pub fn assert_success(&self) -> &Self {
         self.assert_code(0)
     }
 
     /// Checks that its stderr contains `pat`.
+    #[track_caller]
     pub fn assert_stderr_contains(&self, pat: &str) -> &Self {
         if !self.stderr.contains(pat) {
             self.fail(&format!("expected {pat:?} on stderr"));
@@ -584,6 +595,7 @@ impl ClientRun {
     }
 
     /// Checks its stderr exactly.
+    #[track_caller]
     pub fn assert_stderr(&self, want: &str) -> &Self {
         if self.stderr != want {
             self.fail(&format!("expected exactly {want:?} on stderr"));
@@ -592,6 +604,7 @@ impl ClientRun {
     }
 
     /// Checks its stdout exactly.
+    #[track_caller]
     pub fn assert_stdout(&self, want: &str) -> &Self {
         if self.stdout != want.as_bytes() {
             self.fail(&format!("expected exactly {want:?} on stdout"));
@@ -642,9 +655,17 @@ pub fn run_command(mut cmd: Command, input: &[u8]) -> ClientRun {
     let stdout = Lines::collect(child.stdout.take().unwrap());
     let stderr = Lines::collect(child.stderr.take().unwrap());
     let status = wait_within(&mut child, RUN_LIMIT);
-    // Whatever is still in the pipes (a child of the child may hold them).
-    stdout.wait_eof(WAIT);
-    stderr.wait_eof(WAIT);
+    // Whatever is still in the pipes, within one bound (a child of the
+    // child may hold them open), and a short one after a timeout.
+    let t = if status.is_some() {
+        WAIT
+    } else {
+        Duration::from_millis(200)
+    };
+    let deadline = Instant::now() + t;
+    for o in [&stdout, &stderr] {
+        o.wait_eof(deadline.saturating_duration_since(Instant::now()));
+    }
     let run = ClientRun {
         status: status.unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
