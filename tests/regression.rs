@@ -47,10 +47,10 @@ fn inetd_with_an_address_is_a_usage_error() {
     for extra in [&["127.0.0.1:0"][..], &["--fd-name", "x"][..]] {
         let mut args = vec!["--inetd", "-o", log.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let r = run_bin(sockserve_bin(), &args, b"");
-        assert_eq!(r.code(), 2, "{}", r.stderr);
-        assert!(r.stderr.contains("--inetd"), "{}", r.stderr);
-        assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+        run_bin(sockserve_bin(), &args, b"")
+            .assert_code(2)
+            .assert_stderr_contains("--inetd")
+            .assert_stderr_contains("cannot be used with");
     }
 }
 
