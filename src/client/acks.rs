@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use memchr::memchr;
 
@@ -19,6 +19,10 @@ use crate::protocol::{self, trim_eol};
 
 /// Longest line accepted from the server.
 const MAX_LINE: usize = 64 * 1024;
+/// How long, once every line is acked, the client waits for the server to
+/// close (it does, on the half-close) before it exits: acks beyond the
+/// lines sent that come in this time are still seen.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// How one connection's conversation ended.
 pub enum Session {
@@ -219,6 +223,9 @@ pub fn session(
                 write_error,
             )
         };
+        if input == Input::Ended && held == 0 {
+            return linger(sock, inbox, pipe, printer, tally);
+        }
         if input != Input::Reading && held == 0 {
             return Session::Done;
         }
@@ -282,6 +289,37 @@ pub fn session(
             }
             Err(e) if super::is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Session::Broken(format!("connection lost: {}", describe(&e))),
+        }
+    }
+}
+
+/// Everything is acked: reads what else the server says until it closes,
+/// at most [`LINGER`], so that acks beyond the lines sent are not missed.
+fn linger(
+    sock: &Sock,
+    mut inbox: Vec<u8>,
+    pipe: &Pipe,
+    printer: &mut Printer,
+    tally: &mut Tally,
+) -> Session {
+    let deadline = Instant::now() + LINGER;
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let (used, end) = tally.absorb(&inbox, pipe, printer);
+        inbox.drain(..used);
+        if let Some(end) = end {
+            return Session::Over(end);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || inbox.len() > MAX_LINE {
+            return Session::Done;
+        }
+        let _ = sock.set_read_timeout(Some(left));
+        match sock.read(&mut chunk) {
+            Ok(0) => return Session::Done,
+            Ok(n) => inbox.extend_from_slice(&chunk[..n]),
+            Err(e) if super::is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Session::Done,
         }
     }
 }
