@@ -142,9 +142,11 @@ impl Tally {
                 .ack(n, echo.then_some((&mut self.echo, &self.ack[..])));
             st.counts.acked += n - extra;
             st.counts.extra += extra;
+            if st.reader_waiting && st.window.roomy(st.limit) {
+                pipe.changed.notify_all();
+            }
             extra
         };
-        pipe.changed.notify_all();
         match printer.mode {
             Mode::Echo => printer.write(&self.echo),
             _ => printer.write(run),
