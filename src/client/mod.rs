@@ -257,8 +257,9 @@ pub fn verdict(o: &Outcome, quiet: bool) -> Verdict {
 }
 
 /// Text from the server, made safe for a terminal: control characters
-/// (C0 but tab, DEL, C1; so every escape sequence) are written as `\xHH`
-/// or `\u{HH}`, and bytes that are not UTF-8 as U+FFFD.
+/// (C0 but tab, DEL, C1; so every escape sequence, which starts with ESC
+/// or CSI) are written as `\xHH` or `\u{HH}`, a backslash as two (so an
+/// escape cannot be faked), and bytes that are not UTF-8 as U+FFFD.
 pub fn printable(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(text.len());
@@ -369,7 +370,7 @@ pub fn run(cfg: Config, signals: Arc<Signals>) -> u8 {
             never_connected,
         }
     };
-    if cfg.verbose {
+    if cfg.verbose && threads {
         crate::info!(
             "{}, {:.2} s",
             outcome.counts.summary(),
