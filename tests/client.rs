@@ -638,3 +638,43 @@ fn completions_offer_no_file_names_after_value_flags() {
     }
     assert!(fish.contains("-l window"), "{fish}");
 }
+
+#[test]
+fn a_second_signal_ends_the_wait_for_acks_at_once() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    // A server that reads and never acks: the first SIGTERM waits for the
+    // owed ack (up to two seconds), the second ends the wait.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = fake(move |mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        tx.send(line).unwrap();
+        // Holds the connection open past the half-close, acking nothing.
+        let _ = read_lines(&s, usize::MAX);
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let mut child = spawn_piped(sockclient_bin(), &["-v", &addr]);
+    let mut stdin = child.stdin.take().unwrap();
+    let err = Lines::collect(child.stderr.take().unwrap());
+    stdin.write_all(b"owed\n").unwrap();
+    stdin.flush().unwrap();
+    // Ready when the line reached the server: its ack is owed.
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "owed\n");
+    let pid = Pid::from_raw(child.id() as i32);
+    let t = Instant::now();
+    kill(pid, Signal::SIGTERM).unwrap();
+    err.wait_for("input stopped; waiting up to 2 s for 1 owed acks");
+    kill(pid, Signal::SIGTERM).unwrap();
+    let st = wait_child(&mut child, WAIT, &err);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    let m = err.wait_for("not acknowledged");
+    assert!(m.contains("1 of 1 lines were not acknowledged (stopped by SIGTERM; interrupted during the wait for acks)"), "{m}");
+}

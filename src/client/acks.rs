@@ -205,6 +205,7 @@ pub fn session(
     let mut last_progress = Instant::now();
     let mut acked_before = pipe.lock().counts.acked;
     let mut stop_deadline: Option<Instant> = None;
+    let mut signals_at_stop = 0;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let (used, end) = tally.absorb(&inbox, pipe, printer);
@@ -235,14 +236,26 @@ pub fn session(
             pipe.stop(Input::OutputClosed);
             stop_deadline.get_or_insert(Instant::now() + STOP_GRACE);
         }
-        if signals.count() > 0 {
-            if stop_deadline.is_some() && signals.count() > 1 {
-                return Session::Over(End::Cut("interrupted again".into()));
+        let count = signals.count();
+        if count > signals_at_stop {
+            if stop_deadline.is_some() {
+                // A signal during the grace (a second one, or the first
+                // after standard output closed) ends the wait at once.
+                return Session::Over(End::Cut("interrupted during the wait for acks".into()));
             }
-            if stop_deadline.is_none() {
-                pipe.stop(Input::Signalled(signals.first().unwrap_or(0)));
-                stop_deadline = Some(Instant::now() + STOP_GRACE);
+            let sig = signals.first().unwrap_or(0);
+            pipe.stop(Input::Signalled(sig));
+            stop_deadline = Some(Instant::now() + STOP_GRACE);
+            // The first signal stops; any after it ends the wait.
+            signals_at_stop = 1;
+            if cfg.verbose {
+                crate::info!(
+                    "{}: input stopped; waiting up to {:.0} s for {owed} owed acks",
+                    super::signal_name(sig),
+                    STOP_GRACE.as_secs_f64()
+                );
             }
+            continue;
         }
         if let Some(d) = stop_deadline {
             if Instant::now() >= d {
