@@ -35,7 +35,7 @@ const SPARE: usize = 64;
 /// only grow the window's buffer (page faults, copies) up to `--window`.
 const READ_AHEAD: usize = 16 * CHUNK;
 
-/// Where the input stands. One state, set under the [`Pipe`]'s lock: it
+/// Where the input stands. One state, set under the pipe's lock: it
 /// replaces the flags that used to overlap (`input_done`, `stop`,
 /// `input_complete`, `partial`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,13 +4,13 @@
 //!
 //! The data path, one module each:
 //!
-//! - [`connect`]: addresses, the connect timeout, retries with back-off,
+//! - `connect.rs`: addresses, the connect timeout, retries with back-off,
 //!   the greeting.
-//! - [`input`]: standard input into the window of unacked lines (the
+//! - `input.rs`: standard input into the window of unacked lines (the
 //!   *reader* thread), and the window to the socket (the *writer* thread).
-//! - [`acks`]: the socket's acks to standard output (the main thread), the
+//! - `acks.rs`: the socket's acks to standard output (the main thread), the
 //!   tally that frees acked lines from the window.
-//! - this file: the run (connect, converse, reconnect and resend after a
+//! - `mod.rs`: the run (connect, converse, reconnect and resend after a
 //!   break) and the verdict, a pure function from the final counts to the
 //!   exit status and message.
 //!
