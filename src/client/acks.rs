@@ -294,6 +294,15 @@ pub fn session(
         }
         match read {
             Ok(0) => return Session::Broken("the server closed the connection".into()),
+            Ok(n) if inbox.is_empty() => {
+                // The usual case: whole acks, taken from where they were
+                // read; only a partial line at the end is kept.
+                let (used, end) = tally.absorb(&chunk[..n], pipe, printer);
+                if let Some(end) = end {
+                    return Session::Over(end);
+                }
+                inbox.extend_from_slice(&chunk[used..n]);
+            }
             Ok(n) => {
                 inbox.extend_from_slice(&chunk[..n]);
                 if inbox.len() > MAX_LINE && memchr(b'\n', &inbox).is_none() {
