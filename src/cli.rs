@@ -293,3 +293,35 @@ impl ClientArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn window_sizes() {
+        assert_eq!(byte_size("65536"), Ok(65536));
+        assert_eq!(byte_size("512K"), Ok(512 << 10));
+        assert_eq!(byte_size("64M"), Ok(64 << 20));
+        assert_eq!(byte_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "0",
+            "0M",
+            "",
+            "M",
+            "1T",
+            "-1",
+            "1.5M",
+            "99999999999999999999G",
+        ] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connect_timeout_must_be_above_0() {
+        assert!(positive_duration("0").is_err());
+        assert!(positive_duration("0ms").is_err());
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
+    }
+}
