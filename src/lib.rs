@@ -20,7 +20,10 @@
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
 //!   one connection's life (`server/conn.rs`) and the output sink with its
 //!   group commit (`server/sink.rs`).
-//! - [`client`]: sockclient's pump and ledger of lines sent and acked.
+//! - [`client`]: sockclient along its data path: `connect` (addresses,
+//!   timeouts, retries, greeting), `input` (standard input to the socket
+//!   through the window of unacked lines), `acks` (the socket's acks to
+//!   standard output), and the run with its verdict.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
 //!   error that carries one to `main`.
 //! - [`peer`]: who is on the other end of a connection, one type for
