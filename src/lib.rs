@@ -20,6 +20,9 @@
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
 //!   one connection's life (`server/conn.rs`) and the output sink with its
 //!   group commit (`server/sink.rs`).
+//! - [`safepath`]: the output file and our socket files, named relative
+//!   to a directory descriptor taken at start, never through a symbolic
+//!   link at the last component.
 //! - [`client`]: sockclient's pump and ledger of lines sent and acked.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
 //!   error that carries one to `main`.
@@ -37,4 +40,5 @@ pub mod exit;
 pub mod listen;
 pub mod notify;
 pub mod protocol;
+pub mod safepath;
 pub mod server;
