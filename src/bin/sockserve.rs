@@ -60,8 +60,14 @@ fn start(args: ServeArgs) -> Result<u8, (u8, String)> {
         listeners.extend(listen::bind(a, args.unix_mode).map_err(failure)?);
     }
 
-    let output = match (&args.output, inetd) {
-        (Some(p), _) => Output::File(p.clone()),
+    let output = match (args.output.as_deref().map(Output::from_arg), inetd) {
+        (Some(Output::Stdout), true) => {
+            return Err((
+                EXIT_USAGE,
+                "-o - with --inetd: standard output is the connection; give -o FILE, or leave -o out and lines go to standard error".to_string(),
+            ))
+        }
+        (Some(o), _) => o,
         // The connection is standard output: lines go to the journal.
         (None, true) => Output::Stderr,
         (None, false) => Output::Stdout,
