@@ -24,6 +24,16 @@ use crate::protocol::{self, Framer, Lines};
 const READ_CHUNK: usize = 64 * 1024;
 const FIRST_READ: usize = 4 * 1024;
 
+/// With `--prefix-peer`, what a read brings in grows by the prefix on
+/// every line: 2-byte lines with a 16-byte prefix are 9 times the bytes
+/// read. So that the prefix counts against the per-connection bound,
+/// reads are then at most half of `READ_CHUNK`, and the prefixed lines
+/// are handed to the sink in batches of at most `PREFIXED_BATCH` bytes
+/// (one line may exceed it), each committed and acked before the next is
+/// built: the bytes read plus one batch stay within `READ_CHUNK`.
+const PREFIXED_READ: usize = READ_CHUNK / 2;
+const PREFIXED_BATCH: usize = READ_CHUNK / 2;
+
 /// During a drain, a connection that has sent nothing for this long is
 /// "quiet" and is closed.
 pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
@@ -144,7 +154,12 @@ impl<S: Conn> State<S> {
         // which has moved on since: not once per read.
         let timer = tokio::time::sleep_until(far_future().into());
         tokio::pin!(timer);
-        let mut chunk = FIRST_READ;
+        let read_max = if prefix.is_some() {
+            PREFIXED_READ
+        } else {
+            READ_CHUNK
+        };
+        let mut chunk = FIRST_READ.min(read_max);
         loop {
             let phase = *self.shutdown.borrow_and_update();
             let idle = cfg.idle_timeout.map(|t| last_line + t);
@@ -196,7 +211,7 @@ impl<S: Conn> State<S> {
                 Ok(0) => true,
                 Ok(n) => {
                     if n == spare {
-                        chunk = (chunk * 2).min(READ_CHUNK);
+                        chunk = (chunk * 2).min(read_max);
                     }
                     false
                 }
@@ -206,10 +221,14 @@ impl<S: Conn> State<S> {
             };
             let now = Instant::now();
             last_byte = now;
-            let taken = framer.take(prefix, eof);
+            let taken = framer.take(None, eof);
             if let Some(lines) = taken.lines {
                 last_line = now;
-                if let Err(e) = self.commit_and_ack(lines).await {
+                let done = match prefix {
+                    None => self.commit_and_ack(lines).await,
+                    Some(p) => self.commit_prefixed(p, lines).await,
+                };
+                if let Err(e) = done {
                     return e;
                 }
             }
@@ -222,6 +241,36 @@ impl<S: Conn> State<S> {
             }
             framer.shrink_if_empty();
         }
+    }
+
+    /// Puts `prefix` before every line and commits the result in batches
+    /// of at most `PREFIXED_BATCH` bytes (or one line), acking each batch
+    /// once it is written: the prefix costs at most one batch of memory,
+    /// whatever the lines' lengths.
+    async fn commit_prefixed(&mut self, prefix: &[u8], lines: Lines) -> Result<(), End> {
+        let mut rest = &lines.data[..];
+        while !rest.is_empty() {
+            let mut batch =
+                Vec::with_capacity(PREFIXED_BATCH.min(rest.len().saturating_mul(1 + prefix.len())));
+            let mut count = 0;
+            while let Some(nl) = memchr::memchr(b'\n', rest) {
+                let line = &rest[..=nl];
+                if count > 0 && batch.len() + prefix.len() + line.len() > PREFIXED_BATCH {
+                    break;
+                }
+                batch.extend_from_slice(prefix);
+                batch.extend_from_slice(line);
+                count += 1;
+                rest = &rest[nl + 1..];
+            }
+            if count == 0 {
+                // The framer ends every line with a newline; nothing else
+                // can be left.
+                break;
+            }
+            self.commit_and_ack(Lines { data: batch, count }).await?;
+        }
+        Ok(())
     }
 
     /// Hands the lines to the sink and acks them once they are written.
