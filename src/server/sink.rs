@@ -245,6 +245,8 @@ pub fn open_output(at: &DirEntry, expect: Option<FileKind>) -> Result<(File, Fil
         Err(Errno::ENXIO) => {
             return match at.lstat() {
                 Ok(st) if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO => {
+                    // Somebody else's FIFO is refused, reader or not.
+                    check_owner(FileKind::Fifo, st.st_uid)?;
                     Err(OpenError::NoReader)
                 }
                 Ok(st) => Err(OpenError::Refused(format!(
@@ -252,7 +254,7 @@ pub fn open_output(at: &DirEntry, expect: Option<FileKind>) -> Result<(File, Fil
                     crate::safepath::kind_name(st.st_mode)
                 ))),
                 Err(e) => Err(OpenError::Refused(describe(&e.into()))),
-            }
+            };
         }
         Err(Errno::EISDIR) => return refuse("it is a directory; give a file name"),
         Err(e) => {
@@ -280,14 +282,7 @@ pub fn open_output(at: &DirEntry, expect: Option<FileKind>) -> Result<(File, Fil
             )))
         }
     };
-    let me = nix::unistd::geteuid().as_raw();
-    if st.st_uid != me && st.st_uid != 0 {
-        return Err(OpenError::Refused(format!(
-            "it is {} owned by uid {}, neither this user (uid {me}) nor root; remove it, or chown it to uid {me}",
-            kind.name(),
-            st.st_uid
-        )));
-    }
+    check_owner(kind, st.st_uid)?;
     if kind == FileKind::Regular && st.st_nlink != 1 {
         return Err(OpenError::Refused(format!(
             "it has {} hard links, and an output file must have exactly one; remove the other links or give another path",
@@ -310,6 +305,18 @@ pub fn open_output(at: &DirEntry, expect: Option<FileKind>) -> Result<(File, Fil
     nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(fl))
         .map_err(|e| OpenError::Refused(describe(&e.into())))?;
     Ok((File::from(fd), kind))
+}
+
+/// An output must belong to the effective user or root.
+fn check_owner(kind: FileKind, uid: u32) -> Result<(), OpenError> {
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == me || uid == 0 {
+        return Ok(());
+    }
+    Err(OpenError::Refused(format!(
+        "it is {} owned by uid {uid}, neither this user (uid {me}) nor root; remove it, or chown it to uid {me}",
+        kind.name()
+    )))
 }
 
 /// The output file, its directory held from the start, and what kind of
