@@ -147,9 +147,10 @@ test_expect_success 'no chmod of the socket by name after bind(2) (strace)' '
 	{ strace -f -o trace -e trace=/chmod,bind,umask sockserve --unix-mode 0600 "unix:$D/s.sock" >chmod.out 2>chmod.err & } &&
 	tracer=$! && PIDS+=($tracer) &&
 	wait_for chmod.err "listening on" &&
+	traced=$(pgrep -P $tracer -x sockserve) && PIDS+=($traced) &&
 	acked "unix:$D/s.sock" over-unix &&
 	test "$(stat -c %a "$D/s.sock")" = 600 &&
-	kill -TERM "$(pgrep -P $tracer -x sockserve)" &&
+	kill -TERM "$traced" &&
 	wait $tracer &&
 	cat trace &&
 	grep -q "bind(.*s\.sock" trace &&
