@@ -19,6 +19,9 @@ use crate::diag::describe;
 use crate::endpoint::Endpoint;
 use crate::safepath::DirEntry;
 
+/// Bytes of `sun_path`, its terminating NUL included.
+const SUN_PATH_MAX: usize = 108;
+
 /// The listen backlog of the sockets we bind ourselves.
 pub const BACKLOG: i32 = 4096;
 
@@ -177,10 +180,12 @@ fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFil
         );
     }
     // The directory as the kernel resolves it from our descriptor, so the
-    // connect and bind below land in the directory we checked.
+    // connect and bind below land in the directory we checked; the path
+    // as given when /proc is missing or the name is too long for that.
     let here = at
         .dir_via_proc()
         .map(|d| d.join(at.name()))
+        .filter(|p| p.as_os_str().len() < SUN_PATH_MAX)
         .unwrap_or_else(|| path.to_path_buf());
     match at.lstat() {
         Ok(st) if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK => {
