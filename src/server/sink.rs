@@ -18,6 +18,12 @@
 //! Either way, a write or sync that fails answers every batch, then and
 //! after, with failure: no line is ever acked that did not reach the
 //! output.
+//!
+//! An output file is opened by [`open_output`], relative to its directory
+//! (held from the start), never through a symbolic link and never waiting
+//! for a FIFO's reader, and only used when its owner, link count and kind
+//! pass the checks; SIGHUP reopens it the same way, off the runtime's
+//! workers, and keeps the old file when the new one is refused.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
