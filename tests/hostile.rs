@@ -331,3 +331,24 @@ fn prefixed_short_lines_with_a_stalled_output_stay_bounded() {
     drop(peers);
     drop(drain.join().unwrap());
 }
+
+/// Input: 200,000 lines in one stream with `--prefix-peer`, so that each
+/// read is cut into several prefixed batches. Pass: every line is
+/// written once, in order, with its prefix, and acked.
+#[test]
+fn prefixed_batches_write_and_ack_every_line_in_order() {
+    let mut s = Server::start(&["--prefix-peer", "127.0.0.1:0"]);
+    let input: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+    let r = run_client(&["-q", s.addr()], input.as_bytes());
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert!(s.stop().success());
+    let out = String::from_utf8(s.output()).unwrap();
+    let mut n = 0;
+    for (i, line) in out.lines().enumerate() {
+        let (peer, text) = line.split_once('\t').expect(line);
+        assert!(peer.starts_with("127.0.0.1:"), "{line}");
+        assert_eq!(text, i.to_string());
+        n += 1;
+    }
+    assert_eq!(n, 200_000);
+}

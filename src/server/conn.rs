@@ -244,10 +244,12 @@ impl<S: Conn> State<S> {
     }
 
     /// Puts `prefix` before every line and commits the result in batches
-    /// of at most `PREFIXED_BATCH` bytes (or one line), acking each batch
-    /// once it is written: the prefix costs at most one batch of memory,
-    /// whatever the lines' lengths.
+    /// of at most `PREFIXED_BATCH` bytes (or one line), each built only
+    /// once the one before is written, so the prefix costs at most one
+    /// batch of memory whatever the lines' lengths; then acks them all in
+    /// one go, as for an unprefixed read.
     async fn commit_prefixed(&mut self, prefix: &[u8], lines: Lines) -> Result<(), End> {
+        let mut committed = 0;
         let mut rest = &lines.data[..];
         while !rest.is_empty() {
             let mut batch =
@@ -268,18 +270,30 @@ impl<S: Conn> State<S> {
                 // can be left.
                 break;
             }
-            self.commit_and_ack(Lines { data: batch, count }).await?;
+            self.commit(Lines { data: batch, count }).await?;
+            committed += count;
         }
-        Ok(())
+        self.ack(committed).await
     }
 
     /// Hands the lines to the sink and acks them once they are written.
     async fn commit_and_ack(&mut self, lines: Lines) -> Result<(), End> {
         let n = lines.count;
-        self.lines += n;
-        if !self.shared.sink.commit(lines.data, n).await {
+        self.commit(lines).await?;
+        self.ack(n).await
+    }
+
+    /// Hands lines to the sink; `Err` when they did not reach the output.
+    async fn commit(&mut self, lines: Lines) -> Result<(), End> {
+        self.lines += lines.count;
+        if !self.shared.sink.commit(lines.data, lines.count).await {
             return Err(End::OutputFailed);
         }
+        Ok(())
+    }
+
+    /// Acks `n` lines, in as few writes as the ack block allows.
+    async fn ack(&mut self, n: u64) -> Result<(), End> {
         let block = self.shared.ack_block.clone();
         let per = self.shared.ack_len;
         let mut left = n as usize;
