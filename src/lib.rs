@@ -20,6 +20,9 @@
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
 //!   one connection's life (`server/conn.rs`) and the output sink with its
 //!   group commit (`server/sink.rs`).
+//! - [`safepath`]: the output file and our socket files, named relative
+//!   to a directory descriptor taken at start, never through a symbolic
+//!   link at the last component.
 //! - [`client`]: sockclient along its data path: `connect` (addresses,
 //!   timeouts, retries, greeting), `input` (standard input to the socket
 //!   through the window of unacked lines), `acks` (the socket's acks to
@@ -43,4 +46,5 @@ pub mod listen;
 pub mod notify;
 pub mod peer;
 pub mod protocol;
+pub mod safepath;
 pub mod server;

@@ -210,3 +210,112 @@ fn a_reader_that_stops_reading_holds_acks_and_bounds_memory() {
     drop(s);
     assert_eq!(drain.join().unwrap(), total);
 }
+
+/// Input: 300 connections with `--prefix-peer`. First each streams
+/// 256 KiB of 128-byte lines while the server's standard output is read
+/// (so its reads grow to full size), then the output is no longer read
+/// and each streams 2-byte lines until the server stops taking them.
+/// Fault: the prefix (16 bytes here) makes the batch a read hands to the
+/// sink up to 9 times the bytes read; it must count against the
+/// per-connection bound. Pass: once every connection is stalled, the
+/// server's memory grew by less than 160 KiB per connection.
+#[test]
+fn prefixed_short_lines_with_a_stalled_output_stay_bounded() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const CONNS: usize = 300;
+    const LONG: usize = 128;
+    const FIRST: usize = 256 << 10;
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let s = ServerBuilder::new(&["--prefix-peer", "127.0.0.1:0"])
+        .stdout(writer.into())
+        .start();
+    let before = status_kib(s.pid(), "VmRSS");
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(AtomicUsize::new(0));
+    let (st, dr) = (stop.clone(), drained.clone());
+    // Reads the output until told to stop, then keeps the pipe open.
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while !st.load(Ordering::Relaxed) {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dr.fetch_add(count_lines(&buf[..n]), Ordering::Relaxed),
+            };
+        }
+        reader
+    });
+    let mut peers: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let t = TcpStream::connect(s.addr()).unwrap();
+            nix::sys::socket::setsockopt(&t, nix::sys::socket::sockopt::SndBuf, &FIRST).unwrap();
+            t.set_read_timeout(Some(WAIT)).unwrap();
+            Peer::Tcp(t.try_clone().unwrap()).greeted();
+            t.set_nonblocking(true).unwrap();
+            t
+        })
+        .collect();
+    let write = |p: &mut TcpStream, b: &[u8]| match p.write(b) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => panic!("write: {e}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Phase 1: long lines, read out; wait until all of them are out.
+    let long = format!("{}\n", "l".repeat(LONG - 1)).repeat(FIRST / LONG);
+    let mut at = vec![0usize; CONNS];
+    while at.iter().any(|&a| a < long.len()) {
+        for (p, a) in peers.iter_mut().zip(at.iter_mut()) {
+            *a += write(p, &long.as_bytes()[*a..]);
+        }
+        assert!(Instant::now() < deadline, "phase 1 took too long");
+    }
+    while drained.load(Ordering::Relaxed) < CONNS * FIRST / LONG {
+        assert!(Instant::now() < deadline, "phase 1 output not read out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Phase 2: short lines until no connection takes a byte for 10
+    // rounds in a row (the server has stopped reading every one).
+    let short = b"x\n".repeat(32 << 10);
+    let (mut quiet, mut sent) = (0, 0usize);
+    while quiet < 10 {
+        assert!(Instant::now() < deadline, "the server kept reading");
+        let round: usize = peers.iter_mut().map(|p| write(p, &short)).sum();
+        sent += round;
+        quiet = if round == 0 { quiet + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grew = status_kib(s.pid(), "VmRSS").saturating_sub(before);
+    let per = grew / CONNS as u64;
+    eprintln!(
+        "figures: {CONNS} prefixed connections, stalled output: {} KiB of short lines sent, memory +{grew} KiB, {per} KiB per connection",
+        sent >> 10
+    );
+    assert!(per < 160, "{per} KiB per connection");
+    drop(peers);
+    drop(drain.join().unwrap());
+}
+
+/// Input: 200,000 lines in one stream with `--prefix-peer`, so that each
+/// read is cut into several prefixed batches. Pass: every line is
+/// written once, in order, with its prefix, and acked.
+#[test]
+fn prefixed_batches_write_and_ack_every_line_in_order() {
+    let mut s = Server::start(&["--prefix-peer", "127.0.0.1:0"]);
+    let input: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+    let r = run_client(&["-q", s.addr()], input.as_bytes());
+    r.assert_code(0);
+    assert!(s.stop().success());
+    let out = String::from_utf8(s.output()).unwrap();
+    let mut n = 0;
+    for (i, line) in out.lines().enumerate() {
+        let (peer, text) = line.split_once('\t').expect(line);
+        assert!(peer.starts_with("127.0.0.1:"), "{line}");
+        assert_eq!(text, i.to_string());
+        n += 1;
+    }
+    assert_eq!(n, 200_000);
+}
