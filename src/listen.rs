@@ -198,8 +198,8 @@ fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFil
                 ),
             ));
         }
-        Ok(st) => match UnixStream::connect(&here) {
-            Ok(_) => {
+        Ok(st) => match probe_unix(&here) {
+            Ok(()) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     "address in use (a server is listening on it)",
@@ -271,9 +271,9 @@ pub struct Wanted<'a> {
 
 impl Sources {
     /// Takes inherited sockets (`LISTEN_FDS`, or a connection on standard
-    /// input), then binds the addresses asked for, or the default address
-    /// when nothing else is there. Must run before any thread starts.
-    pub fn take(want: Wanted<'_>) -> Result<Sources, Failure> {
+    /// input). Must run before any thread starts. [`Sources::bind`] binds
+    /// the rest, once the output is open.
+    pub fn inherit(want: Wanted<'_>) -> Result<Sources, Failure> {
         // Inherited sockets first: listenfd edits the environment.
         let inherited = take_inherited(want.fd_names).map_err(Failure::runtime)?;
         let mut sources = Sources {
@@ -281,11 +281,7 @@ impl Sources {
             connections: inherited.connections,
             inetd: false,
         };
-        let nothing_else = want.addresses.is_empty()
-            && sources.listeners.is_empty()
-            && sources.connections.is_empty()
-            && want.fd_names.is_empty();
-        if want.inetd || (nothing_else && stdin_is_connection()) {
+        if want.inetd || (sources.nothing_inherited(want) && stdin_is_connection()) {
             if !sources.listeners.is_empty() || !sources.connections.is_empty() {
                 return Err(Failure::runtime(format!(
                     "--inetd serves the one connection on standard input, but LISTEN_FDS passes {} more sockets; drop --inetd, or start sockserve without LISTEN_FDS",
@@ -307,8 +303,17 @@ impl Sources {
                 want.fd_names.join(" or ")
             )));
         }
+        Ok(sources)
+    }
+
+    /// Binds the addresses asked for, or the default address when nothing
+    /// was asked for and nothing inherited.
+    pub fn bind(&mut self, want: Wanted<'_>) -> Result<(), Failure> {
+        if self.inetd {
+            return Ok(());
+        }
         let default;
-        let addresses = if nothing_else {
+        let addresses = if self.nothing_inherited(want) {
             default = [DEFAULT_ADDRESS
                 .parse::<Endpoint>()
                 .map_err(Failure::runtime)?];
@@ -317,16 +322,40 @@ impl Sources {
             want.addresses
         };
         for a in addresses {
-            sources
-                .listeners
+            self.listeners
                 .extend(bind(a, want.unix_mode).map_err(Failure::runtime)?);
         }
-        Ok(sources)
+        Ok(())
+    }
+
+    fn nothing_inherited(&self, want: Wanted<'_>) -> bool {
+        want.addresses.is_empty()
+            && self.listeners.is_empty()
+            && self.connections.is_empty()
+            && want.fd_names.is_empty()
     }
 
     /// Only already-accepted connections: serve them, then exit.
     pub fn single(&self) -> bool {
         self.listeners.is_empty()
+    }
+}
+
+/// Whether a server listens on the Unix socket at `path`, without ever
+/// waiting: a non-blocking connect. A server whose listen queue is full
+/// (stopped, overloaded) answers `EAGAIN` at once, and is a server all
+/// the same; `ECONNREFUSED` means nobody listens (a stale socket).
+fn probe_unix(path: &Path) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = socket::UnixAddr::new(path).map_err(io::Error::from)?;
+    match socket::connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
