@@ -18,7 +18,8 @@
 //!   (through `listenfd`), or a connection on standard input; decided once,
 //!   before any thread starts.
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
-//!   one connection's life (`server/conn.rs`) and the output sink with its
+//!   one connection's life (`server/conn.rs`), TLS streams in that life
+//!   (`server/tls.rs`), and the output sink with its
 //!   group commit (`server/sink.rs`).
 //! - [`safepath`]: the output file and our socket files, named relative
 //!   to a directory descriptor taken at start, never through a symbolic
@@ -29,6 +30,10 @@
 //!   standard output), and the run with its verdict.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
 //!   error that carries one to `main`.
+//! - [`tls`]: rustls for both tools (the `ring` provider): certificates
+//!   and keys from PEM, the server's configuration and its reload, the
+//!   client's, the identity of a verified client certificate, TLS errors
+//!   in words.
 //! - [`peer`]: who is on the other end of a connection, one type for
 //!   access rules, limits, logs and records.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
@@ -48,3 +53,4 @@ pub mod peer;
 pub mod protocol;
 pub mod safepath;
 pub mod server;
+pub mod tls;

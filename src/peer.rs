@@ -5,10 +5,13 @@
 //! named; an IPv4 peer that arrived on a dual-stack socket as
 //! `::ffff:a.b.c.d` is the IPv4 address, written and matched as such. A
 //! Unix peer is its credentials (`SO_PEERCRED`), when the kernel gives
-//! them.
+//! them. A TLS peer that presented a verified client certificate
+//! (`--tls-client-ca`) also carries who the certificate says it is.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+use crate::tls::TlsId;
 
 /// The peer of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +23,9 @@ pub enum Peer {
     /// A TCP peer whose address the kernel no longer knows (it went away
     /// before we asked).
     Unknown,
+    /// A peer (TCP) whose client certificate was verified: the peer, and
+    /// the certificate's subject and first DNS or email SAN.
+    Tls { peer: Box<Peer>, id: TlsId },
 }
 
 /// A Unix peer's credentials at connect time.
@@ -42,6 +48,7 @@ impl Peer {
         match self {
             Peer::Tcp(a) => Some(a.ip()),
             Peer::Unix(_) | Peer::Unknown => None,
+            Peer::Tls { peer, .. } => peer.ip(),
         }
     }
 
@@ -50,12 +57,23 @@ impl Peer {
         match self {
             Peer::Unix(c) => *c,
             Peer::Tcp(_) | Peer::Unknown => None,
+            Peer::Tls { peer, .. } => peer.cred(),
+        }
+    }
+
+    /// This peer, identified by a verified client certificate.
+    pub fn with_tls(self, id: TlsId) -> Peer {
+        Peer::Tls {
+            peer: Box::new(self),
+            id,
         }
     }
 }
 
 /// `127.0.0.1:5123`, `[::1]:5123`, `unix:uid=1000,pid=4242`, or `unix`
-/// when the kernel gave no credentials.
+/// when the kernel gave no credentials; a TLS peer's certificate after
+/// its address and a space: `127.0.0.1:5123 CN=alice,O=Example
+/// DNS:alice.example` (control characters, TAB and backslash as `\xNN`).
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -66,6 +84,7 @@ impl fmt::Display for Peer {
             Peer::Unix(Some(Cred { uid, pid: None, .. })) => write!(f, "unix:uid={uid}"),
             Peer::Unix(None) => f.write_str("unix"),
             Peer::Unknown => f.write_str("unknown"),
+            Peer::Tls { peer, id } => write!(f, "{peer} {id}"),
         }
     }
 }
@@ -91,5 +110,14 @@ mod tests {
         };
         assert_eq!(Peer::Unix(Some(c)).to_string(), "unix:uid=1000,pid=4242");
         assert_eq!(Peer::Unix(None).to_string(), "unix");
+        let t = Peer::tcp(mapped).with_tls(TlsId {
+            subject: "CN=alice\t,O=Example".into(),
+            san: Some("email:alice@example.com".into()),
+        });
+        assert_eq!(
+            t.to_string(),
+            "127.0.0.1:5123 CN=alice\\x09,O=Example email:alice@example.com"
+        );
+        assert_eq!(t.ip(), Some("127.0.0.1".parse::<IpAddr>().unwrap()));
     }
 }
