@@ -160,6 +160,21 @@ pub struct ServeArgs {
     #[arg(long = "allow-gid", value_name = "GID", value_parser = access::parse_gid)]
     pub allow_gid: Vec<u32>,
 
+    /// Speak TLS (1.2 and 1.3) on every TCP connection, with this
+    /// certificate (PEM; the chain may follow it); Unix sockets stay plain.
+    /// SIGHUP reloads it
+    #[arg(long, value_name = "FILE", requires = "tls_key", value_hint = ValueHint::FilePath)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert", value_hint = ValueHint::FilePath)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require a client certificate signed by a CA of this PEM file
+    /// (mutual TLS); its subject joins the peer's name
+    #[arg(long, value_name = "FILE", requires = "tls_cert", value_hint = ValueHint::FilePath)]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Log only warnings and errors
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -172,6 +187,15 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn verbosity(&self) -> Verbosity {
         verbosity(self.quiet, self.verbose)
+    }
+
+    /// The TLS files, when `--tls-cert` was given.
+    pub fn tls_files(&self) -> Option<crate::tls::ServerFiles> {
+        Some(crate::tls::ServerFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     pub fn access(&self) -> Access {

@@ -40,50 +40,58 @@ const PREFIXED_BATCH: usize = READ_CHUNK / 2;
 /// "quiet" and is closed.
 pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
-/// A connected stream, TCP or Unix: what the loop below needs of it.
+/// A connected stream, TCP, Unix or TLS: what the loop below needs of
+/// it.
 pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
+
+    /// Whether bytes `try_write` took are still on their way to the socket
+    /// (a TLS stream's encrypted records): the write then waits for them.
+    fn wants_flush(&self) -> bool {
+        false
+    }
 
     /// Whether the client has sent something not read yet (bytes, its end
     /// of stream, or an error to report), asked of the kernel itself, not
     /// of cached readiness: after a pause of the whole server, the timer
     /// and the readiness can come back in either order.
     fn has_input(&self) -> bool {
-        use nix::sys::socket::{recv, MsgFlags};
-        let mut b = [0u8; 1];
-        !matches!(
-            recv(
-                self.as_raw_fd(),
-                &mut b,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-            ),
-            Err(nix::errno::Errno::EAGAIN)
-        )
+        kernel_has_input(self.as_raw_fd())
     }
 }
 
+/// Whether the kernel holds input (or an end, or an error) for `fd`.
+pub fn kernel_has_input(fd: std::os::fd::RawFd) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut b = [0u8; 1];
+    !matches!(
+        recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+        Err(nix::errno::Errno::EAGAIN)
+    )
+}
+
 impl Conn for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
     }
-    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+    fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         TcpStream::try_read_buf(self, buf)
     }
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         TcpStream::try_write(self, buf)
     }
 }
 
 impl Conn for UnixStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         UnixStream::readable(self)
     }
-    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+    fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         UnixStream::try_read_buf(self, buf)
     }
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         UnixStream::try_write(self, buf)
     }
 }
@@ -415,7 +423,7 @@ impl<S: Conn> State<S> {
     async fn write(&mut self, mut bytes: &[u8]) -> Result<(), End> {
         // Most writes fit the socket buffer at once: no timer, no wait.
         match self.stream.try_write(bytes) {
-            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) if n == bytes.len() && !self.stream.wants_flush() => return Ok(()),
             Ok(n) => bytes = &bytes[n..],
             Err(e)
                 if matches!(
@@ -427,11 +435,17 @@ impl<S: Conn> State<S> {
         let deadline = (self.shared.cfg.idle_timeout).and_then(|t| Instant::now().checked_add(t));
         let mut shutdown = self.shutdown.clone();
         let write = async {
+            // A TLS stream's flush sends the records it still holds; a
+            // socket's does nothing.
+            let all = async {
+                self.stream.write_all(bytes).await?;
+                self.stream.flush().await
+            };
             match deadline {
-                Some(d) => timeout_at(d.into(), self.stream.write_all(bytes))
+                Some(d) => timeout_at(d.into(), all)
                     .await
                     .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-                None => self.stream.write_all(bytes).await,
+                None => all.await,
             }
         };
         tokio::select! {

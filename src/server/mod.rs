@@ -17,6 +17,7 @@
 pub mod access;
 mod conn;
 pub mod sink;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -59,6 +60,9 @@ pub struct Config {
     pub access: Access,
     /// Send clients nothing: no greeting, no acks, no refusal text.
     pub receive_only: bool,
+    /// Speak TLS on every TCP connection (`--tls-cert`); reloaded on
+    /// SIGHUP.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Config {
@@ -76,6 +80,7 @@ impl Config {
             prefix_peer: args.prefix_peer,
             access: args.access(),
             receive_only: args.receive_only,
+            tls: None,
         }
     }
 
@@ -113,6 +118,14 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
     };
     let mut sources = Sources::inherit(want)?;
     let output = Config::output(&args, sources.inetd)?;
+    // The certificate before the listeners too: a server that cannot
+    // speak TLS never listens.
+    let tls = args
+        .tls_files()
+        .map(crate::tls::ServerTls::load)
+        .transpose()
+        .map_err(Failure::runtime)?
+        .map(Arc::new);
     // The output before the listeners: a client is never greeted by a
     // server that cannot write its lines, and a stop while waiting for a
     // FIFO's reader leaves no socket file behind.
@@ -120,7 +133,11 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         return Ok(());
     };
     sources.bind(want)?;
-    run(Config::new(&args, &sources, output), sources, opened)
+    let cfg = Config {
+        tls,
+        ..Config::new(&args, &sources, output)
+    };
+    run(cfg, sources, opened)
 }
 
 /// Where the server is in its life.
@@ -362,9 +379,17 @@ impl Acceptor {
                     let (shared, phase, done) =
                         (shared.clone(), self.phase.clone(), self.done.clone());
                     tokio::spawn(async move {
-                        match stream {
-                            Accepted::Tcp(s) => conn::serve(s, peer, shared, phase, permit).await,
-                            Accepted::Unix(s) => conn::serve(s, peer, shared, phase, permit).await,
+                        match (stream, shared.cfg.tls.clone()) {
+                            // The handshake holds the connection's slot.
+                            (Accepted::Tcp(s), Some(t)) => {
+                                tls::serve(s, peer, t.config(), shared, phase, permit).await
+                            }
+                            (Accepted::Tcp(s), None) => {
+                                conn::serve(s, peer, shared, phase, permit).await
+                            }
+                            (Accepted::Unix(s), _) => {
+                                conn::serve(s, peer, shared, phase, permit).await
+                            }
                         }
                         // The supervisor waits for every task to drop this.
                         drop(done);
@@ -387,10 +412,13 @@ impl Acceptor {
         match self.refusals.clone().try_acquire_owned() {
             Ok(permit) => {
                 let done = self.done.clone();
+                let tls = shared.cfg.tls.clone();
                 tokio::spawn(async move {
-                    match stream {
-                        Accepted::Tcp(s) => refuse(s, &line).await,
-                        Accepted::Unix(s) => refuse(s, &line).await,
+                    match (stream, tls) {
+                        // After the handshake, so that the client reads it.
+                        (Accepted::Tcp(s), Some(t)) => tls::refuse(s, t.config(), &line).await,
+                        (Accepted::Tcp(s), None) => refuse(s, &line).await,
+                        (Accepted::Unix(s), _) => refuse(s, &line).await,
                     }
                     drop(permit);
                     // A server that serves one connection waits for this.
@@ -399,6 +427,9 @@ impl Acceptor {
             }
             Err(_) => {
                 let _ = match &stream {
+                    // No handshake for a refusal past the lingering
+                    // bound: closed at once.
+                    Accepted::Tcp(_) if shared.cfg.tls.is_some() => Ok(0),
                     Accepted::Tcp(s) => s.try_write(&line),
                     Accepted::Unix(s) => s.try_write(&line),
                 };
@@ -445,7 +476,13 @@ impl Supervisor {
             let deadline = drain_deadline;
             tokio::select! {
                 s = signals.recv() => match s {
-                    Some(signal_hook::consts::SIGHUP) => shared.sink.reopen(),
+                    Some(signal_hook::consts::SIGHUP) => {
+                        shared.sink.reopen();
+                        if let Some(t) = shared.cfg.tls.clone() {
+                            // Files read off the runtime's threads.
+                            let _ = tokio::task::spawn_blocking(move || t.reload()).await;
+                        }
+                    }
                     Some(_) if drain_deadline.is_none() => {
                         crate::info!("draining: listeners closed, finishing open connections (at most {:.1} s)", shared.cfg.drain_timeout.as_secs_f64());
                         let _ = self.phase.send(Phase::Draining);
