@@ -323,6 +323,29 @@ pub struct ClientArgs {
     /// standard error
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Speak TLS, verifying the server's certificate against the system's
+    /// trust store and the host name of ADDRESS
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Trust the CAs of this PEM file instead of the system's (with --tls)
+    #[arg(long, value_name = "FILE", requires = "tls", value_hint = ValueHint::FilePath)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Verify the server's certificate against this name instead of the
+    /// host of ADDRESS, as when connecting by IP address (with --tls)
+    #[arg(long, value_name = "NAME", requires = "tls", value_hint = ValueHint::Other)]
+    pub tls_server_name: Option<String>,
+
+    /// Present this client certificate (PEM; the chain may follow it),
+    /// with --tls-key (with --tls)
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"], value_hint = ValueHint::FilePath)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_cert"], value_hint = ValueHint::FilePath)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ClientArgs {

@@ -17,6 +17,7 @@ use memchr::memchr;
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage};
 
+use super::tls::{Handshake, TlsSock};
 use super::{printable, Config, Signals, TICK};
 use crate::diag::describe;
 use crate::endpoint::Endpoint;
@@ -31,12 +32,13 @@ const MAX_DELAY: Duration = Duration::from_secs(10);
 /// How often a Unix connect to a full backlog is tried again.
 const BACKLOG_POLL: Duration = Duration::from_millis(20);
 
-/// A connected socket, TCP or Unix. Reads and writes take `&self`, so the
-/// writer thread and the ack reader share one socket.
+/// A connected socket, TCP, Unix or TLS. Reads and writes take `&self`,
+/// so the writer thread and the ack reader share one socket.
 #[derive(Debug)]
 pub enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsSock>),
 }
 
 impl Sock {
@@ -44,6 +46,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.shutdown(how),
             Sock::Unix(s) => s.shutdown(how),
+            Sock::Tls(s) => s.shutdown(how),
         }
     }
 
@@ -51,6 +54,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_read_timeout(t),
             Sock::Unix(s) => s.set_read_timeout(t),
+            Sock::Tls(s) => s.set_read_timeout(t),
         }
     }
 
@@ -58,6 +62,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => (&*s).read(buf),
             Sock::Unix(s) => (&*s).read(buf),
+            Sock::Tls(s) => s.read(buf),
         }
     }
 
@@ -65,6 +70,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => (&*s).write_all(buf),
             Sock::Unix(s) => (&*s).write_all(buf),
+            Sock::Tls(s) => s.write_all(buf),
         }
     }
 }
@@ -126,7 +132,31 @@ fn attempt(cfg: &Config, signals: &Signals) -> Result<Conn, Attempt> {
         return Err(Attempt::Signal(s));
     }
     let ep = &cfg.endpoint;
-    let sock = connect_any(cfg, signals)?;
+    let sock = match (connect_any(cfg, signals)?, &cfg.tls) {
+        (Sock::Tcp(tcp), Some(tls)) => {
+            let conn = rustls::ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+                .map_err(|e| {
+                Attempt::Failed(Failure::new(
+                    exit::NO_CONNECT,
+                    format!(
+                        "cannot start TLS with {ep}: {}",
+                        crate::tls::describe_error(&e)
+                    ),
+                ))
+            })?;
+            match TlsSock::connect(tcp, conn, cfg.connect_timeout, signals) {
+                Ok(s) => Sock::Tls(Box::new(s)),
+                Err(Handshake::Signal(s)) => return Err(Attempt::Signal(s)),
+                Err(Handshake::Failed(why)) => {
+                    return Err(Attempt::Failed(Failure::new(
+                        exit::NO_CONNECT,
+                        format!("TLS handshake with {ep} failed: {why}"),
+                    )))
+                }
+            }
+        }
+        (sock, _) => sock,
+    };
     let no_greeting = |why: String| {
         Attempt::Failed(Failure::new(
             exit::NO_CONNECT,
@@ -139,10 +169,16 @@ fn attempt(cfg: &Config, signals: &Signals) -> Result<Conn, Attempt> {
         Ok(None) => return Err(no_greeting("it closed before its greeting".into())),
         Err(Greeting::Signal(s)) => return Err(Attempt::Signal(s)),
         Err(Greeting::TimedOut) => {
+            // A TLS server waits for our handshake, as we wait for its
+            // greeting.
+            let hint = match (&sock, ep) {
+                (Sock::Tcp(_), Endpoint::Tcp { .. }) => "; if the server speaks TLS, give --tls",
+                _ => "",
+            };
             return Err(no_greeting(format!(
-                "no greeting came within {:.1} s",
+                "no greeting came within {:.1} s{hint}",
                 cfg.connect_timeout.as_secs_f64()
-            )))
+            )));
         }
         Err(Greeting::TooLong) => {
             return Err(no_greeting(format!(

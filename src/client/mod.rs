@@ -24,6 +24,7 @@
 mod acks;
 mod connect;
 mod input;
+mod tls;
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
@@ -70,6 +71,43 @@ pub struct Config {
     pub window: usize,
     pub mode: Mode,
     pub verbose: bool,
+    /// `--tls`: what the handshake needs.
+    pub tls: Option<TlsConfig>,
+}
+
+/// sockclient's TLS: the configuration (CAs, client certificate) and the
+/// name the server's certificate must have.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsConfig {
+    /// From the command line: `--tls-ca` or the system's CAs,
+    /// `--tls-cert`/`--tls-key`, and `--tls-server-name` or the host of
+    /// the address.
+    pub fn new(args: &ClientArgs, endpoint: &Endpoint) -> Result<TlsConfig, Failure> {
+        let host = match endpoint {
+            Endpoint::Tcp { host, .. } => host.clone(),
+            _ => {
+                return Err(Failure::usage(
+                    "--tls is for TCP addresses: sockserve serves Unix sockets in plain text (their peers are known by their credentials)",
+                ))
+            }
+        };
+        let files = crate::tls::ClientFiles {
+            ca: args.tls_ca.clone(),
+            cert: args.tls_cert.clone().zip(args.tls_key.clone()),
+        };
+        let config = files.load().map_err(Failure::usage)?;
+        let name = args.tls_server_name.clone().unwrap_or(host);
+        let server_name = crate::tls::server_name(&name).map_err(Failure::usage)?;
+        Ok(TlsConfig {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
 }
 
 /// SIGINT and SIGTERM as the client sees them: how many came, the first
@@ -291,6 +329,10 @@ fn is_timeout(e: &io::Error) -> bool {
 /// exit status is the verdict's; a failure before the run carries its own.
 pub fn start(args: &ClientArgs, greeting_given: bool) -> Result<u8, Failure> {
     let endpoint = args.endpoint().map_err(Failure::usage)?;
+    let tls = args
+        .tls
+        .then(|| TlsConfig::new(args, &endpoint))
+        .transpose()?;
     let signals = Arc::new(Signals::default());
     watch_signals(signals.clone()).map_err(|e| {
         Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
@@ -311,6 +353,7 @@ pub fn start(args: &ClientArgs, greeting_given: bool) -> Result<u8, Failure> {
             Mode::Acks
         },
         verbose: args.verbose,
+        tls,
     };
     Ok(run(cfg, signals))
 }
