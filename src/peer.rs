@@ -111,7 +111,7 @@ mod tests {
         assert_eq!(Peer::Unix(Some(c)).to_string(), "unix:uid=1000,pid=4242");
         assert_eq!(Peer::Unix(None).to_string(), "unix");
         let t = Peer::tcp(mapped).with_tls(TlsId {
-            subject: "CN=alice\t,O=Example".into(),
+            subject: "CN=alice\\x09,O=Example".into(),
             san: Some("email:alice@example.com".into()),
         });
         assert_eq!(

@@ -362,7 +362,8 @@ fn describe_cert_error(c: &CertificateError) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsId {
     /// The subject, RFC 4514 style: `CN=alice,O=Example` (most specific
-    /// attribute first).
+    /// attribute first), its values escaped already: control characters,
+    /// TAB, backslash, `,` and `+` as `\xNN`.
     pub subject: String,
     /// `DNS:name` or `email:address`, the first of either.
     pub san: Option<String>,
@@ -382,10 +383,11 @@ impl TlsId {
 /// `CN=alice,O=Example DNS:alice.example`: the subject, then the SAN
 /// after a space, with control characters, TAB and backslash written as
 /// `\xNN` so that the identity can neither end a log line nor a
-/// `--prefix-peer` prefix (which ends at a TAB), nor fake an escape.
+/// `--prefix-peer` prefix (which ends at a TAB), nor fake an escape (the
+/// subject was escaped so when it was read, `,` and `+` in values too).
 impl fmt::Display for TlsId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&escape(&self.subject))?;
+        f.write_str(&self.subject)?;
         if let Some(s) = &self.san {
             write!(f, " {}", escape(s))?;
         }
@@ -396,9 +398,14 @@ impl fmt::Display for TlsId {
 /// Control characters (C0, DEL, C1), TAB and backslash as `\xNN` (C1 as
 /// the two bytes of their UTF-8).
 pub fn escape(s: &str) -> String {
+    escape_also(s, &[])
+}
+
+/// [`escape`], and the characters of `also` too.
+fn escape_also(s: &str, also: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
-        if ch.is_control() || ch == '\\' {
+        if ch.is_control() || ch == '\\' || also.contains(&ch) {
             let mut b = [0u8; 4];
             for byte in ch.encode_utf8(&mut b).bytes() {
                 out.push_str(&format!("\\x{byte:02x}"));
@@ -543,8 +550,9 @@ mod der {
     }
 
     /// A Name as RFC 4514 writes it: the last RDN first, `,` between
-    /// RDNs, `+` inside one; a `,` or `+` inside a value is written
-    /// `\x2c` or `\x2b` so that it cannot be taken for a separator.
+    /// RDNs, `+` inside one; values escaped (`super::escape`), and a `,`
+    /// or `+` inside one written `\x2c` or `\x2b` so that it cannot be
+    /// taken for a separator.
     pub fn name_string(name: &[u8]) -> Option<String> {
         let mut rdns = Vec::new();
         let mut d = name;
@@ -555,7 +563,7 @@ mod der {
                 let mut atv = expect(&mut set, SEQUENCE)?;
                 let o = oid(expect(&mut atv, OID)?)?;
                 let (tag, v) = next(&mut atv)?;
-                let value = text(tag, v).replace(',', "\\x2c").replace('+', "\\x2b");
+                let value = super::escape_also(&text(tag, v), &[',', '+']);
                 atvs.push(format!("{}={value}", attribute_name(&o)));
             }
             rdns.push(atvs.join("+"));
@@ -634,13 +642,14 @@ mod tests {
 
     #[test]
     fn identities_cannot_break_a_line_or_a_prefix() {
-        let id = TlsId {
-            subject: "CN=a\tb\\c\nd\u{85}".into(),
-            san: Some("DNS:x\r".into()),
-        };
         assert_eq!(
-            id.to_string(),
-            "CN=a\\x09b\\x5cc\\x0ad\\xc2\\x85 DNS:x\\x0d"
+            escape_also("a\tb\\c\nd\u{85},+", &[',']),
+            "a\\x09b\\x5cc\\x0ad\\xc2\\x85\\x2c+"
         );
+        let id = TlsId {
+            subject: "CN=a".into(),
+            san: Some("DNS:x\r\\".into()),
+        };
+        assert_eq!(id.to_string(), "CN=a DNS:x\\x0d\\x5c");
     }
 }
