@@ -359,6 +359,10 @@ pub async fn serve(
     mut phase: watch::Receiver<Phase>,
     slot: impl Send,
 ) {
+    // The handshake's flights and tickets are several small writes in a
+    // row: with Nagle's algorithm each waits for the client's delayed
+    // ACK (40 ms).
+    let _ = tcp.set_nodelay(true);
     let mut t = match ServerConnection::new(config) {
         Ok(c) => TlsConn::new(tcp, c),
         Err(e) => {
@@ -429,6 +433,7 @@ async fn bounded_handshake(
 /// closes, as for a plain refusal, all within a bound. A client whose
 /// certificate fails verification gets no line: the handshake ends it.
 pub async fn refuse(tcp: TcpStream, config: Arc<ServerConfig>, line: &[u8]) {
+    let _ = tcp.set_nodelay(true);
     let Ok(c) = ServerConnection::new(config) else {
         return;
     };
