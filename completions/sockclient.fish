@@ -5,8 +5,13 @@ complete -c sockclient -l connect-timeout -d 'Give up connecting (and waiting fo
 complete -c sockclient -l retry -d 'Try again up to N times in a row, with exponential backoff, when connecting fails or the server refuses; also reconnect and resend the unacked lines when the connection breaks' -r -f
 complete -c sockclient -l ack-timeout -d 'Give up when no ack comes for this long while acks are owed (default, or 0: wait as long as the server keeps the connection)' -r -f
 complete -c sockclient -l window -d 'Keep at most this many bytes of unacked lines; stop reading standard input while it is full (K, M, G suffixes)' -r -f
+complete -c sockclient -l tls-ca -d 'Trust the CAs of this PEM file instead of the system\'s (with --tls)' -r -F
+complete -c sockclient -l tls-server-name -d 'Verify the server\'s certificate against this name instead of the host of ADDRESS, as when connecting by IP address (with --tls)' -r -f
+complete -c sockclient -l tls-cert -d 'Present this client certificate (PEM; the chain may follow it), with --tls-key (with --tls)' -r -F
+complete -c sockclient -l tls-key -d 'The private key of --tls-cert (PEM)' -r -F
 complete -c sockclient -l echo -d 'Print LINE<TAB>ACK for every acked line instead of the ack alone'
 complete -c sockclient -s q -l quiet -d 'Print nothing on standard output, and no report of a stop; only the exit status (and errors) speak'
 complete -c sockclient -s v -l verbose -d 'Print the greeting, failed attempts, reconnects and a summary on standard error'
+complete -c sockclient -l tls -d 'Speak TLS, verifying the server\'s certificate against the system\'s trust store and the host name of ADDRESS'
 complete -c sockclient -s h -l help -d 'Print help'
 complete -c sockclient -s V -l version -d 'Print version'

@@ -12,6 +12,9 @@ complete -c sockserve -l allow -d 'Serve only TCP peers in this address or CIDR 
 complete -c sockserve -l deny -d 'Refuse TCP peers in this address or CIDR block (repeatable; wins over --allow)' -r
 complete -c sockserve -l allow-uid -d 'Serve only Unix peers running as this user, by id or name (repeatable)' -r
 complete -c sockserve -l allow-gid -d 'Serve only Unix peers whose primary group is this, by id or name (repeatable)' -r
+complete -c sockserve -l tls-cert -d 'Speak TLS (1.2 and 1.3) on every TCP connection, with this certificate (PEM; the chain may follow it); Unix sockets stay plain. SIGHUP reloads it' -r -F
+complete -c sockserve -l tls-key -d 'The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)' -r -F
+complete -c sockserve -l tls-client-ca -d 'Require a client certificate signed by a CA of this PEM file (mutual TLS); its subject joins the peer\'s name' -r -F
 complete -c sockserve -l fsync -d 'Ack a line only after fdatasync(2) of the output returned'
 complete -c sockserve -l prefix-peer -d 'Write the peer\'s address and a tab before each received line'
 complete -c sockserve -l receive-only -d 'Send clients nothing (no greeting, no acks, no refusal text): for senders that never read, such as logger, nc -N or socat -u'
