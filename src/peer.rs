@@ -24,8 +24,17 @@ pub enum Peer {
     /// before we asked).
     Unknown,
     /// A peer (TCP) whose client certificate was verified: the peer, and
-    /// the certificate's subject and first DNS or email SAN.
-    Tls { peer: Box<Peer>, id: TlsId },
+    /// the certificate's subject and first DNS or email SAN. Boxed, so
+    /// that every other peer (and every connection task) stays as small
+    /// as before.
+    Tls(Box<TlsPeer>),
+}
+
+/// A peer and who its verified client certificate says it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPeer {
+    pub peer: Peer,
+    pub id: TlsId,
 }
 
 /// A Unix peer's credentials at connect time.
@@ -48,7 +57,7 @@ impl Peer {
         match self {
             Peer::Tcp(a) => Some(a.ip()),
             Peer::Unix(_) | Peer::Unknown => None,
-            Peer::Tls { peer, .. } => peer.ip(),
+            Peer::Tls(t) => t.peer.ip(),
         }
     }
 
@@ -57,16 +66,13 @@ impl Peer {
         match self {
             Peer::Unix(c) => *c,
             Peer::Tcp(_) | Peer::Unknown => None,
-            Peer::Tls { peer, .. } => peer.cred(),
+            Peer::Tls(t) => t.peer.cred(),
         }
     }
 
     /// This peer, identified by a verified client certificate.
     pub fn with_tls(self, id: TlsId) -> Peer {
-        Peer::Tls {
-            peer: Box::new(self),
-            id,
-        }
+        Peer::Tls(Box::new(TlsPeer { peer: self, id }))
     }
 }
 
@@ -84,7 +90,7 @@ impl fmt::Display for Peer {
             Peer::Unix(Some(Cred { uid, pid: None, .. })) => write!(f, "unix:uid={uid}"),
             Peer::Unix(None) => f.write_str("unix"),
             Peer::Unknown => f.write_str("unknown"),
-            Peer::Tls { peer, id } => write!(f, "{peer} {id}"),
+            Peer::Tls(t) => write!(f, "{} {}", t.peer, t.id),
         }
     }
 }

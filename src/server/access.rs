@@ -44,7 +44,7 @@ impl Access {
             Peer::Unix(Some(c)) => self.unix_allowed(c.uid, c.gid),
             Peer::Unix(None) => !self.checks_unix(),
             Peer::Unknown => self.allow.is_empty() && self.deny.is_empty(),
-            Peer::Tls { peer, .. } => self.allowed(peer),
+            Peer::Tls(t) => self.allowed(&t.peer),
         }
     }
 

@@ -435,26 +435,41 @@ impl<S: Conn> State<S> {
         let deadline = (self.shared.cfg.idle_timeout).and_then(|t| Instant::now().checked_add(t));
         let mut shutdown = self.shutdown.clone();
         let write = async {
-            // A TLS stream's flush sends the records it still holds; a
-            // socket's does nothing.
-            let all = async {
-                self.stream.write_all(bytes).await?;
-                self.stream.flush().await
-            };
             match deadline {
-                Some(d) => timeout_at(d.into(), all)
+                Some(d) => timeout_at(d.into(), self.stream.write_all(bytes))
                     .await
                     .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-                None => all.await,
+                None => self.stream.write_all(bytes).await,
             }
         };
-        tokio::select! {
-            r = write => match r {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(End::Idle),
-                Err(e) => Err(End::Error(e)),
-            },
-            _ = shutdown.wait_for(|p| *p == Phase::Abort) => Err(End::Drain),
+        let written = tokio::select! {
+            r = write => r,
+            _ = shutdown.wait_for(|p| *p == Phase::Abort) => return Err(End::Drain),
+        };
+        // A TLS stream may still hold records: they go out within the
+        // same deadline. (A separate step, so that a plain connection's
+        // task is no larger than before.)
+        let done = match written {
+            Ok(()) if self.stream.wants_flush() => {
+                let flush = async {
+                    match deadline {
+                        Some(d) => timeout_at(d.into(), self.stream.flush())
+                            .await
+                            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                        None => self.stream.flush().await,
+                    }
+                };
+                tokio::select! {
+                    r = flush => r,
+                    _ = shutdown.wait_for(|p| *p == Phase::Abort) => return Err(End::Drain),
+                }
+            }
+            r => r,
+        };
+        match done {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(End::Idle),
+            Err(e) => Err(End::Error(e)),
         }
     }
 }

@@ -378,22 +378,31 @@ impl Acceptor {
                 Ok(permit) => {
                     let (shared, phase, done) =
                         (shared.clone(), self.phase.clone(), self.done.clone());
-                    tokio::spawn(async move {
-                        match (stream, shared.cfg.tls.clone()) {
-                            // The handshake holds the connection's slot.
-                            (Accepted::Tcp(s), Some(t)) => {
-                                tls::serve(s, peer, t.config(), shared, phase, permit).await
+                    let tls = match &stream {
+                        Accepted::Tcp(_) => shared.cfg.tls.as_ref().map(|t| t.config()),
+                        Accepted::Unix(_) => None,
+                    };
+                    match (stream, tls) {
+                        // A task of its own: a TLS connection's state is
+                        // kilobytes, which a plain one does not carry.
+                        // The handshake holds the connection's slot.
+                        (Accepted::Tcp(s), Some(config)) => tokio::spawn(async move {
+                            tls::serve(s, peer, config, shared, phase, permit).await;
+                            drop(done);
+                        }),
+                        (stream, _) => tokio::spawn(async move {
+                            match stream {
+                                Accepted::Tcp(s) => {
+                                    conn::serve(s, peer, shared, phase, permit).await
+                                }
+                                Accepted::Unix(s) => {
+                                    conn::serve(s, peer, shared, phase, permit).await
+                                }
                             }
-                            (Accepted::Tcp(s), None) => {
-                                conn::serve(s, peer, shared, phase, permit).await
-                            }
-                            (Accepted::Unix(s), _) => {
-                                conn::serve(s, peer, shared, phase, permit).await
-                            }
-                        }
-                        // The supervisor waits for every task to drop this.
-                        drop(done);
-                    });
+                            // The supervisor waits for every task to drop this.
+                            drop(done);
+                        }),
+                    };
                     return;
                 }
                 Err(_) => "server busy",
@@ -416,7 +425,9 @@ impl Acceptor {
                 tokio::spawn(async move {
                     match (stream, tls) {
                         // After the handshake, so that the client reads it.
-                        (Accepted::Tcp(s), Some(t)) => tls::refuse(s, t.config(), &line).await,
+                        (Accepted::Tcp(s), Some(t)) => {
+                            Box::pin(tls::refuse(s, t.config(), &line)).await
+                        }
                         (Accepted::Tcp(s), None) => refuse(s, &line).await,
                         (Accepted::Unix(s), _) => refuse(s, &line).await,
                     }
