@@ -352,6 +352,9 @@ fn describe_cert_error(c: &CertificateError) -> String {
         }
         CertificateError::Revoked => "the certificate is revoked".into(),
         CertificateError::BadSignature => "the certificate's signature is not valid".into(),
+        CertificateError::Other(o) if format!("{o:?}").contains("UnsupportedCertVersion") => {
+            "the certificate is X.509 version 1 (openssl x509 -req makes one without -extfile); version 3 is needed".into()
+        }
         c => format!("the certificate is not valid: {c}"),
     }
 }
