@@ -9,12 +9,21 @@
 //!     loadgen hold ADDR N                      hold N served connections until stdin ends
 //!     loadgen latency ADDR COUNT               one-line round trips: p50 and p99 in µs
 //!     loadgen fsync-baseline FILE SECONDS      one fdatasync per line: lines/s
+//!     loadgen tls-throughput CA ADDR LINES     throughput, over TLS
+//!     loadgen tls-connrate CA ADDR THREADS SECONDS
+//!                                              connrate, over TLS: a full
+//!                                              handshake each (no resumption)
 //!
-//! Output is one line of `key=value` pairs.
+//! Output is one line of `key=value` pairs. The TLS modes verify the
+//! server's certificate against the CA file, for the name `localhost`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
 
 const ACK: &[u8] = b"Information Received\n";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -124,6 +133,130 @@ fn report_lines(lines: u64, secs: f64) {
         "lines={lines} seconds={secs:.3} lines_per_s={:.0}",
         lines as f64 / secs
     );
+}
+
+/// A client configuration trusting the CA file; no session resumption,
+/// so every connection is a full handshake.
+fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .unwrap_or_else(|e| die(format!("{ca}: {e:?}")))
+    {
+        roots
+            .add(c.unwrap_or_else(|e| die(format!("{ca}: {e:?}"))))
+            .unwrap_or_else(|e| die(format!("{ca}: {e}")));
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| die(format!("{e}")))
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}
+
+fn tls_connect(
+    cfg: &Arc<rustls::ClientConfig>,
+    a: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let s = TcpStream::connect_timeout(&a, Duration::from_secs(10))
+        .unwrap_or_else(|e| die(format!("connect {a}: {e}")));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_nodelay(true).unwrap();
+    let c = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
+        .unwrap_or_else(|e| die(format!("{e}")));
+    let mut t = rustls::StreamOwned::new(c, s);
+    let mut g = [0u8; 8];
+    t.read_exact(&mut g)
+        .unwrap_or_else(|e| die(format!("TLS greeting: {e}")));
+    if &g != b"connect\n" {
+        die(format!("bad greeting {:?}", String::from_utf8_lossy(&g)));
+    }
+    t
+}
+
+/// Checks acks as they come: `seen` bytes so far.
+fn check_acks(buf: &[u8], seen: &mut u64, total: u64) {
+    for (i, b) in buf.iter().enumerate() {
+        if *b != ACK[((*seen + i as u64) % ACK.len() as u64) as usize] {
+            die(format!("not an ack at byte {}", *seen + i as u64));
+        }
+    }
+    *seen += buf.len() as u64;
+    if *seen > total {
+        die("more acks than lines".into());
+    }
+}
+
+/// `n` lines pipelined over TLS on one connection, one thread driving a
+/// non-blocking socket (rustls' state cannot be shared without a lock);
+/// returns seconds from the first write to the last ack.
+fn tls_pipelined(cfg: &Arc<rustls::ClientConfig>, a: SocketAddr, n: u64) -> f64 {
+    let t = tls_connect(cfg, a);
+    let (mut tls, sock) = (t.conn, t.sock);
+    sock.set_nonblocking(true).unwrap();
+    let data = lines_buffer(n, 0);
+    let total = n * ACK.len() as u64;
+    let (mut sent, mut seen) = (0usize, 0u64);
+    let mut plain = vec![0u8; 256 * 1024];
+    let start = Instant::now();
+    while seen < total {
+        if start.elapsed() > LIMIT {
+            die(format!(
+                "only {} of {n} acks within {LIMIT:?}",
+                seen / ACK.len() as u64
+            ));
+        }
+        if sent < data.len() && !tls.wants_write() {
+            let end = data.len().min(sent + 64 * 1024);
+            sent += tls.writer().write(&data[sent..end]).unwrap();
+        }
+        let mut pfd = nix::libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: nix::libc::POLLIN
+                | if tls.wants_write() {
+                    nix::libc::POLLOUT
+                } else {
+                    0
+                },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { nix::libc::poll(&mut pfd, 1, 1000) };
+        if pfd.revents & nix::libc::POLLOUT != 0 {
+            match tls.write_tls(&mut &sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => die(format!("send: {e}")),
+            }
+        }
+        if pfd.revents & (nix::libc::POLLIN | nix::libc::POLLHUP | nix::libc::POLLERR) != 0 {
+            loop {
+                match tls.read_tls(&mut &sock) {
+                    Ok(0) => die(format!(
+                        "closed after {} of {n} acks",
+                        seen / ACK.len() as u64
+                    )),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => die(format!("reading acks: {e}")),
+                }
+                tls.process_new_packets()
+                    .unwrap_or_else(|e| die(format!("TLS: {e}")));
+                loop {
+                    match tls.reader().read(&mut plain) {
+                        Ok(0) => die("the server closed".into()),
+                        Ok(k) => check_acks(&plain[..k], &mut seen, total),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => die(format!("reading acks: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    start.elapsed().as_secs_f64()
 }
 
 fn raise_nofile() {
@@ -261,6 +394,54 @@ fn main() {
             }
             let el = t.elapsed().as_secs_f64();
             report_lines(n, el);
+        }
+        "tls-throughput" => {
+            let cfg = tls_config(&args[2]);
+            let n: u64 = arg(&args, 4, "LINES");
+            let secs = tls_pipelined(&cfg, addr(&args[3]), n);
+            report_lines(n, secs);
+        }
+        "tls-connrate" => {
+            let cfg = tls_config(&args[2]);
+            let a = addr(&args[3]);
+            let threads: u64 = arg(&args, 4, "THREADS");
+            let secs: f64 = arg(&args, 5, "SECONDS");
+            let stop = Instant::now() + Duration::from_secs_f64(secs.min(LIMIT.as_secs_f64()));
+            let t = Instant::now();
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let cfg = cfg.clone();
+                    std::thread::spawn(move || {
+                        let mut done = 0u64;
+                        while Instant::now() < stop && done < 1_000_000 {
+                            let mut s = tls_connect(&cfg, a);
+                            s.write_all(b"one line\n")
+                                .unwrap_or_else(|e| die(format!("send: {e}")));
+                            let mut ack = [0u8; ACK.len()];
+                            s.read_exact(&mut ack)
+                                .unwrap_or_else(|e| die(format!("ack: {e}")));
+                            if ack != ACK {
+                                die("bad ack".into());
+                            }
+                            // close_notify and the half-close; then the
+                            // server's close_notify, so nothing lingers.
+                            s.conn.send_close_notify();
+                            let _ = s.flush();
+                            let _ = s.sock.shutdown(std::net::Shutdown::Write);
+                            let mut b = [0u8; 64];
+                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            let el = t.elapsed().as_secs_f64();
+            println!(
+                "connections={total} seconds={el:.3} conns_per_s={:.0}",
+                total as f64 / el
+            );
         }
         _ => die("usage: see the comment at the top of examples/loadgen.rs".into()),
     }
