@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueHint};
 
-use crate::diag::{parse_duration, Verbosity};
+use crate::diag::Verbosity;
 use crate::endpoint::Endpoint;
 use crate::protocol::{self, Texts};
 use crate::server::access::{self, Access};
@@ -34,6 +34,36 @@ impl TextArgs {
             refusal: self.refusal.clone(),
         }
     }
+}
+
+/// The longest duration either tool takes: about 31 years, far beyond
+/// any timeout, and short enough for every clock sum to fit.
+const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
+
+/// Parses a duration as systemd writes time spans (`250ms`, `10s`,
+/// `2min`, `1h 30min`, `1.5h`, `2d`; units `us`, `ms`, `s`, `min` or `m`,
+/// `h`, `d`, and their long names), through `humantime`; a plain number
+/// (`5`, `0.5`) is seconds. `0` is a valid duration; callers decide what
+/// it means.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let d = match t.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs <= MAX_DURATION.as_secs_f64() => {
+            Duration::from_secs_f64(secs)
+        }
+        Ok(_) if t.starts_with('-') => return Err(format!("'{s}' is negative")),
+        Ok(_) => return Err(format!("'{s}' is out of range")),
+        Err(_) => humantime::parse_duration(t).map_err(|_| {
+            format!("'{s}' is not a duration (examples: 5, 0.5, 250ms, 10s, 2min, 1h 30min)")
+        })?,
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "'{s}' is out of range (at most {}s)",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -231,6 +261,39 @@ impl ClientArgs {
             [a] => a.parse(),
             [h, p] => Endpoint::from_host_port(h, p),
             _ => Err("give ADDRESS or HOST PORT".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("5"), Duration::from_secs(5));
+        assert_eq!(ok("0.5"), Duration::from_millis(500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("2min"), Duration::from_secs(120));
+        assert_eq!(ok("1h 30min"), Duration::from_secs(5400));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("2d"), Duration::from_secs(2 * 86400));
+        assert_eq!(ok("500us"), Duration::from_micros(500));
+        for bad in [
+            "",
+            "x",
+            "-1",
+            "1x",
+            "nan",
+            "inf",
+            "5 parsecs",
+            "99999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }
