@@ -6,6 +6,7 @@ complete -c sockserve -l max-connections -d 'Connections served at once; more ge
 complete -c sockserve -l idle-timeout -d 'Close a connection that sends no complete line for this long (0: never)' -r
 complete -c sockserve -l drain-timeout -d 'Longest drain after SIGTERM or SIGINT before connections are cut' -r
 complete -c sockserve -s o -l output -d 'Append received lines to this file (mode 0640 if created) instead of standard output; SIGHUP reopens it' -r -F
+complete -c sockserve -l backlog -d 'Re-apply listen(2) with this backlog to every listener, inherited ones included (default: 4096 for sockserve\'s own binds; inherited backlogs left as they are); net.core.somaxconn caps it' -r
 complete -c sockserve -l unix-mode -d 'Mode of the Unix socket files sockserve creates, in octal' -r
 complete -c sockserve -l fd-name -d 'Serve only the inherited sockets with this LISTEN_FDNAMES name (repeatable)' -r
 complete -c sockserve -l allow -d 'Serve only TCP peers in this address or CIDR block (repeatable)' -r

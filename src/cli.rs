@@ -70,6 +70,17 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
+/// `--backlog`: a `listen(2)` backlog, above 0 and within an `int`.
+fn backlog(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 && n <= i32::MAX as u32 => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a whole number from 1 to {}",
+            i32::MAX
+        )),
+    }
+}
+
 fn octal_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .map_err(|_| format!("'{s}' is not an octal mode such as 0660"))?;
@@ -156,6 +167,12 @@ pub struct ServeArgs {
     /// senders that never read, such as logger, nc -N or socat -u
     #[arg(long)]
     pub receive_only: bool,
+
+    /// Re-apply listen(2) with this backlog to every listener, inherited
+    /// ones included (default: 4096 for sockserve's own binds; inherited
+    /// backlogs left as they are); net.core.somaxconn caps it
+    #[arg(long, value_name = "N", value_parser = backlog)]
+    pub backlog: Option<u32>,
 
     /// Mode of the Unix socket files sockserve creates, in octal
     #[arg(long, value_name = "MODE", default_value = "0660", value_parser = octal_mode)]

@@ -263,7 +263,8 @@ fn fsync_acks_after_the_sync_and_refuses_a_pipe() {
     let r = run_bin(sockserve_bin(), &["--fsync", "127.0.0.1:0"], b"");
     assert_eq!(r.code(), 2);
     assert!(
-        r.stderr.contains("--fsync needs an output that is a file"),
+        r.stderr
+            .contains("--fsync: cannot sync standard output: it is not a file"),
         "{}",
         r.stderr
     );

@@ -98,6 +98,7 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         fd_names: &args.fd_names,
         inetd: args.inetd,
         unix_mode: args.unix_mode,
+        backlog: args.backlog,
     })?;
     let cfg = Config::new(&args, &sources)?;
     run(cfg, sources)
@@ -143,8 +144,9 @@ struct Shared {
 pub fn run(cfg: Config, sources: Sources) -> Result<(), Failure> {
     let (failed_tx, failed_rx) = watch::channel(None);
     let sink = Sink::start(cfg.output.clone(), cfg.fsync, failed_tx).map_err(Failure::runtime)?;
-    let signals =
-        signals().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let signals = signals().map_err(|e| {
+        Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -424,7 +426,10 @@ impl Supervisor {
             let deadline = drain_deadline;
             tokio::select! {
                 s = signals.recv() => match s {
-                    Some(signal_hook::consts::SIGHUP) => shared.sink.reopen(),
+                    Some(signal_hook::consts::SIGHUP) => match &shared.cfg.output {
+                        Output::File(_) => shared.sink.reopen(),
+                        other => crate::debug!("nothing to reopen: the output is {other}"),
+                    },
                     Some(_) if drain_deadline.is_none() => {
                         crate::info!("draining: listeners closed, finishing open connections (at most {:.1} s)", shared.cfg.drain_timeout.as_secs_f64());
                         let _ = self.phase.send(Phase::Draining);
