@@ -1,6 +1,6 @@
-complete -c sockclient -l greeting -d 'Greeting line sent on connect' -r
-complete -c sockclient -l ack -d 'Acknowledgement line sent for every line received' -r
-complete -c sockclient -l refusal -d 'Text of the refusal greeting (a greeting containing it is a refusal)' -r
+complete -c sockclient -l greeting -d 'Greeting line sent on connect' -r -f
+complete -c sockclient -l ack -d 'Acknowledgement line sent for every line received' -r -f
+complete -c sockclient -l refusal -d 'Text of the refusal greeting (a greeting containing it is a refusal)' -r -f
 complete -c sockclient -l connect-timeout -d 'Give up connecting (and waiting for the greeting) after this long' -r
 complete -c sockclient -l retry -d 'Try again this many times, with exponential backoff, when the connection fails or the server refuses' -r
 complete -c sockclient -l ack-timeout -d 'Give up when no ack comes for this long while acks are owed (default: wait as long as the server keeps the connection)' -r

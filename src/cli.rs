@@ -16,13 +16,13 @@ use ipnet::IpNet;
 #[derive(Args, Debug, Clone)]
 pub struct TextArgs {
     /// Greeting line sent on connect
-    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_GREETING, value_parser = protocol::validate_text)]
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other, default_value = protocol::DEFAULT_GREETING, value_parser = protocol::validate_text)]
     pub greeting: String,
     /// Acknowledgement line sent for every line received
-    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_ACK, value_parser = protocol::validate_text)]
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other, default_value = protocol::DEFAULT_ACK, value_parser = protocol::validate_text)]
     pub ack: String,
     /// Text of the refusal greeting (a greeting containing it is a refusal)
-    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_REFUSAL, value_parser = protocol::validate_text)]
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other, default_value = protocol::DEFAULT_REFUSAL, value_parser = protocol::validate_text)]
     pub refusal: String,
 }
 
@@ -127,7 +127,7 @@ fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
 pub struct ServeArgs {
     /// Addresses to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or
     /// unix:@NAME. Default 127.0.0.1:10008 when no socket is inherited.
-    #[arg(value_name = "ADDRESS")]
+    #[arg(value_name = "ADDRESS", value_hint = ValueHint::Other)]
     pub addresses: Vec<Endpoint>,
 
     #[command(flatten)]
@@ -135,19 +135,19 @@ pub struct ServeArgs {
 
     /// Longest line accepted, in bytes, line ending excluded; a longer one
     /// closes the connection unacked
-    #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE, value_parser = max_line)]
+    #[arg(long, value_name = "BYTES", value_hint = ValueHint::Other, default_value_t = protocol::DEFAULT_MAX_LINE, value_parser = max_line)]
     pub max_line: usize,
 
     /// Connections served at once; more get the refusal greeting
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive)]
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, default_value_t = 1024, value_parser = positive)]
     pub max_connections: usize,
 
     /// Close a connection that sends no complete line for this long (0: never)
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_hint = ValueHint::Other, default_value = "300s", value_parser = duration)]
     pub idle_timeout: Duration,
 
     /// Longest drain after SIGTERM or SIGINT before connections are cut
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_hint = ValueHint::Other, default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
 
     /// Append received lines to this file (mode 0640 if created) instead of
@@ -171,16 +171,16 @@ pub struct ServeArgs {
     /// Re-apply listen(2) with this backlog to every listener, inherited
     /// ones included (default: 4096 for sockserve's own binds; inherited
     /// backlogs left as they are); net.core.somaxconn caps it
-    #[arg(long, value_name = "N", value_parser = backlog)]
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, value_parser = backlog)]
     pub backlog: Option<u32>,
 
     /// Mode of the Unix socket files sockserve creates, in octal
-    #[arg(long, value_name = "MODE", default_value = "0660", value_parser = octal_mode)]
+    #[arg(long, value_name = "MODE", value_hint = ValueHint::Other, default_value = "0660", value_parser = octal_mode)]
     pub unix_mode: u32,
 
     /// Serve only the inherited sockets with this LISTEN_FDNAMES name
     /// (repeatable)
-    #[arg(long = "fd-name", value_name = "NAME")]
+    #[arg(long = "fd-name", value_name = "NAME", value_hint = ValueHint::Other)]
     pub fd_names: Vec<String>,
 
     /// Serve the one connection on standard input (inetd style), then exit;
@@ -189,22 +189,22 @@ pub struct ServeArgs {
     pub inetd: bool,
 
     /// Serve only TCP peers in this address or CIDR block (repeatable)
-    #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
+    #[arg(long, value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
     pub allow: Vec<IpNet>,
 
     /// Refuse TCP peers in this address or CIDR block (repeatable; wins
     /// over --allow)
-    #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
+    #[arg(long, value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
     pub deny: Vec<IpNet>,
 
     /// Serve only Unix peers running as this user, by id or name
     /// (repeatable)
-    #[arg(long = "allow-uid", value_name = "UID", value_parser = access::parse_uid)]
+    #[arg(long = "allow-uid", value_name = "UID", value_hint = ValueHint::Other, value_parser = access::parse_uid)]
     pub allow_uid: Vec<u32>,
 
     /// Serve only Unix peers whose primary group is this, by id or name
     /// (repeatable)
-    #[arg(long = "allow-gid", value_name = "GID", value_parser = access::parse_gid)]
+    #[arg(long = "allow-gid", value_name = "GID", value_hint = ValueHint::Other, value_parser = access::parse_gid)]
     pub allow_gid: Vec<u32>,
 
     /// Log only warnings and errors
