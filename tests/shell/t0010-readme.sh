@@ -91,8 +91,22 @@ run_tour() {
 	timeout 120 $NETNS bash tour-run.sh
 }
 
+# count.sh: the README's way to count what a server receives (the last
+# block of "In pipelines"), line by line; after the line that starts the
+# server in the background, a bounded wait for its "listening on" (a
+# person typing gives it that time). A line with "# N" must print N.
+section "In pipelines" | awk '/^    / {b = b substr($0, 5) "\n"; next} b != "" {last = b; b = ""} END {printf "%s", b != "" ? b : last}' >count-block.sh
+awk -v dir="$TRASH" '
+	BEGIN { print "set -u"; print "exec 2>" dir "/count.err" }
+	/&$/ { print; print "for i in $(seq 500); do grep -q \"listening on\" " dir "/count.err && break; sleep 0.02; done"; next }
+	/# [0-9]+$/ { want = $NF; print "got=$(" $0 "\n)"; print "[ \"$got\" = " want " ] || { echo \"printed $got, not " want "\" >&2; exit 1; }"; next }
+	{ print }
+	END { print "wait" }
+' count-block.sh >count.sh
+
 if [ -z "$NETNS" ]; then
 	test_skip 'the tour, as printed' 'no network namespace (unshare -n) for 127.0.0.1:10008'
+	test_skip 'counting what a server receives' 'no network namespace (unshare -n) for 127.0.0.1:10008'
 else
 	test_expect_success 'the tour passes exactly as printed' '
 		test -s tour.sh &&
@@ -104,6 +118,16 @@ else
 		cat server.err &&
 		# The server wrote every line it acked.
 		test "$(wc -l <server.out)" = 2000
+	'
+
+	test_expect_success 'counting what a server receives, as the README says' '
+		cat count-block.sh &&
+		grep -q "^sockserve -o lines.txt &$" count-block.sh &&
+		mkdir -p count && cd count &&
+		PATH=$TRASH/clone/target/release:$PATH timeout 60 $NETNS bash -c "ip link set lo up 2>/dev/null; bash ../count.sh" ||
+			{ cat ../count.err; cd ..; false; } &&
+		cd "$TRASH" && test "$(wc -l <count/lines.txt)" = 1000 &&
+		grep -q "draining" count.err
 	'
 fi
 
