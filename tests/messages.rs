@@ -533,3 +533,17 @@ fn sockclient_messages_have_the_shape() {
     let r = run_client(&["--connect-timeout", "1x", "127.0.0.1:1"], b"");
     assert_clap_error(&r, "'1x' is not a duration");
 }
+
+// ---- Warnings at start have the shape too ----
+
+#[test]
+fn start_up_warnings_have_the_shape() {
+    let mut s = Server::start(&["--max-connections", "1000000000", "127.0.0.1:0"]);
+    let w = s.stderr.wait_for("open-file limit");
+    assert_shape("sockserve", &format!("{w}\n"));
+    assert!(
+        w.starts_with("sockserve: --max-connections 1000000000: more than the open-file limit"),
+        "{w}"
+    );
+    assert!(s.stop().success());
+}

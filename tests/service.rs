@@ -497,7 +497,7 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
     let s = b.start();
     let w = s.stderr.wait_for("open-file limit");
     assert!(
-        w.contains("--max-connections 15000 is more than the open-file limit (64) allows; serving at most 31"),
+        w.contains("--max-connections 15000: more than the open-file limit (64) allows; serving at most 31"),
         "{w}"
     );
 }

@@ -543,7 +543,7 @@ fn fit_to_descriptors(max_connections: usize, listeners: usize) -> usize {
     let room = limit.saturating_sub(RESERVED_FDS + listeners as u64).max(1) as usize;
     if max_connections > room {
         crate::warn!(
-            "--max-connections {max_connections} is more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
+            "--max-connections {max_connections}: more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
         );
         return room;
     }
