@@ -308,13 +308,15 @@ impl Sources {
 /// already, fails to bind with "address in use", which blames another
 /// server. Say what happened instead, before binding anything.
 fn check_duplicates(addresses: &[Endpoint], inherited: &[Listener]) -> Result<(), Failure> {
-    let mut seen: Vec<(SocketAddr, String)> = inherited
+    // Each address seen, and what it was: an inherited listener's name
+    // (Some), or the ADDRESS it was given as (None).
+    let mut seen: Vec<(SocketAddr, Option<String>, String)> = inherited
         .iter()
         .filter_map(|l| match &l.socket {
-            StdListener::Tcp(t) => t.local_addr().ok().map(|a| (a, l.name.clone())),
+            StdListener::Tcp(t) => t.local_addr().ok().map(|a| (a, Some(l.name.clone()))),
             StdListener::Unix(_) => None,
         })
-        .map(|(a, name)| (a, format!("the inherited socket {name}")))
+        .map(|(a, name)| (a, name, String::new()))
         .collect();
     for (i, a) in addresses.iter().enumerate() {
         let any_port = matches!(a, Endpoint::Tcp { port: 0, .. });
@@ -328,12 +330,19 @@ fn check_duplicates(addresses: &[Endpoint], inherited: &[Listener]) -> Result<()
             if addr.port() == 0 {
                 continue;
             }
-            if let Some((_, first)) = seen.iter().find(|(s, _)| *s == addr) {
-                return Err(Failure::usage(format!(
-                    "cannot listen on {a}: {first} is the same address ({addr}); give it once"
-                )));
+            match seen.iter().find(|(s, _, _)| *s == addr) {
+                Some((_, Some(name), _)) => {
+                    return Err(Failure::usage(format!(
+                        "cannot listen on {a}: the inherited socket {name} listens there already; drop the address"
+                    )))
+                }
+                Some((_, None, first)) => {
+                    return Err(Failure::usage(format!(
+                        "cannot listen on {a}: {first} is the same address ({addr}); give it once"
+                    )))
+                }
+                None => seen.push((addr, None, a.to_string())),
             }
-            seen.push((addr, a.to_string()));
         }
     }
     Ok(())

@@ -547,3 +547,21 @@ fn start_up_warnings_have_the_shape() {
     );
     assert!(s.stop().success());
 }
+
+#[test]
+fn address_of_an_inherited_listener_given_again() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let r = serve_once(
+        &[&addr],
+        Stdio::null(),
+        &[("LISTEN_FDS", "1")],
+        Some(l.as_raw_fd()),
+    );
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    assert_shape("sockserve", &r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!("sockserve: cannot listen on {addr}: the inherited socket {addr} (fd 3) listens there already; drop the address\n")
+    );
+}
