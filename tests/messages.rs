@@ -78,6 +78,7 @@ fn serve_once(args: &[&str], stdin: Stdio, env: &[(&str, &str)], fd3: Option<i32
     if let Some(fd) = fd3 {
         with_fd3(&mut cmd, fd);
     }
+    let line = format!("{cmd:?}");
     let mut child = cmd.spawn().unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -97,6 +98,7 @@ fn serve_once(args: &[&str], stdin: Stdio, env: &[(&str, &str)], fd3: Option<i32
         status,
         stdout: out.join().unwrap(),
         stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+        cmd: line,
     }
 }
 
@@ -107,10 +109,11 @@ fn serve_fails(args: &[&str]) -> ClientRun {
 /// A TCP socket that is neither listening nor connected: made, bound to
 /// a loopback port, and left there.
 fn unconnected_tcp_socket() -> OwnedFd {
+    // Close-on-exec, so that it leaks into no other test's child.
     let fd = socket::socket(
         AddressFamily::Inet,
         SockType::Stream,
-        SockFlag::empty(),
+        SockFlag::SOCK_CLOEXEC,
         None,
     )
     .unwrap();
@@ -228,7 +231,7 @@ fn bind_failures() {
         (
             vec!["-o".into(), "/nonexistent-folder/lines.log".into(), "127.0.0.1:0".into()],
             1,
-            "cannot open output /nonexistent-folder/lines.log: no such file or directory".into(),
+            "cannot use output /nonexistent-folder/lines.log: cannot open its directory: no such file or directory".into(),
         ),
         (
             vec!["--fd-name".into(), "lines".into()],
@@ -329,7 +332,7 @@ fn inetd_standard_input_is_checked() {
     let file = dir.path().join("f");
     std::fs::write(&file, "").unwrap();
     let (_keep, reader) = {
-        let (r, w) = nix::unistd::pipe().unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         (w, r)
     };
     let (listener, _) = listener_with_backlog(8);
@@ -398,9 +401,10 @@ fn listen_pid_of_another_process_is_said_always() {
 
 #[test]
 fn listen_fds_that_is_not_a_number_is_said() {
-    let mut b = ServerBuilder::new(&["127.0.0.1:0"]);
-    b.cmd.env("LISTEN_FDS", "three").env_remove("LISTEN_PID");
-    let mut s = b.start();
+    let mut s = ServerBuilder::new(&["127.0.0.1:0"])
+        .env("LISTEN_FDS", "three")
+        .env_remove("LISTEN_PID")
+        .start();
     let l = s.stderr.wait_for("LISTEN_FDS");
     assert_eq!(
         l,
@@ -433,7 +437,7 @@ fn sighup_without_output_file_logs_nothing_at_info() {
 // ---- --backlog ----
 
 /// The backlog of the TCP listener on `port`, as `ss` reports it (the
-/// Send-Q column of a listening socket); `None` without `ss`.
+/// Send-Q column of a listening socket).
 fn backlog_of(port: u16) -> Option<u32> {
     let out = Command::new("ss")
         .args(["-ltnH", &format!("sport = :{port}")])
@@ -442,14 +446,6 @@ fn backlog_of(port: u16) -> Option<u32> {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().next()?;
     line.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn have_ss() -> bool {
-    let ok = Command::new("ss").arg("-V").output().is_ok();
-    if !ok {
-        eprintln!("SKIP: ss not installed (Debian package iproute2)");
-    }
-    ok
 }
 
 fn somaxconn() -> u32 {
@@ -461,32 +457,32 @@ fn somaxconn() -> u32 {
 }
 
 #[test]
+#[ignore = "needs ss (Debian package iproute2)"]
 fn backlog_reapplies_listen_to_inherited_listeners() {
-    if !have_ss() {
-        return;
-    }
+    require_tool("ss", "iproute2");
     // Without --backlog an inherited backlog is left alone...
     let (fd, port) = listener_with_backlog(1);
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    with_fd3(&mut b.cmd, fd.as_raw_fd());
-    let mut s = b.start();
+    let mut s = ServerBuilder::new(&[])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .configure(|c| with_fd3(c, fd.as_raw_fd()))
+        .start();
     assert_eq!(backlog_of(port), Some(1));
     assert!(s.stop().success());
     // ...and with it, set.
-    let mut b = ServerBuilder::new(&["--backlog", "64"]);
-    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    with_fd3(&mut b.cmd, fd.as_raw_fd());
-    let mut s = b.start();
+    let mut s = ServerBuilder::new(&["--backlog", "64"])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .configure(|c| with_fd3(c, fd.as_raw_fd()))
+        .start();
     assert_eq!(backlog_of(port), Some(64));
     assert!(s.stop().success());
 }
 
 #[test]
+#[ignore = "needs ss (Debian package iproute2)"]
 fn backlog_of_own_binds() {
-    if !have_ss() {
-        return;
-    }
+    require_tool("ss", "iproute2");
     let s = Server::start(&["127.0.0.1:0"]);
     let port: u16 = s.addr().rsplit_once(':').unwrap().1.parse().unwrap();
     assert_eq!(backlog_of(port), Some(4096.min(somaxconn())));

@@ -1,13 +1,13 @@
 //! sockclient: command line -> config -> run -> exit status.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use sockserve::cli::ClientArgs;
-use sockserve::client::{self, Config, Mode, EXIT_LOST, EXIT_USAGE};
+use sockserve::client::{self, Config, Mode, Signals};
+use sockserve::exit;
 use sockserve::{diag, error};
 
 fn main() -> ExitCode {
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Ok(x) => x,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
     diag::init(
@@ -33,13 +33,13 @@ fn main() -> ExitCode {
         Ok(e) => e,
         Err(e) => {
             error!("{e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(exit::USAGE);
         }
     };
-    let signals = Arc::new(AtomicU64::new(0));
+    let signals = Arc::new(Signals::default());
     if let Err(e) = watch_signals(signals.clone()) {
         error!("cannot install signal handlers: {e}");
-        return ExitCode::from(EXIT_LOST);
+        return ExitCode::from(exit::FAILURE);
     }
     let cfg = Config {
         endpoint,
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         connect_timeout: args.connect_timeout,
         retry: args.retry,
         ack_timeout: args.ack_timeout.filter(|d| !d.is_zero()),
+        window: args.window,
         mode: if args.quiet {
             Mode::Quiet
         } else if args.echo {
@@ -60,15 +61,15 @@ fn main() -> ExitCode {
     ExitCode::from(client::run(cfg, signals))
 }
 
-/// Counts SIGINT and SIGTERM; the client looks at the count.
-fn watch_signals(count: Arc<AtomicU64>) -> std::io::Result<()> {
+/// Hands SIGINT and SIGTERM to the client, which wakes on them.
+fn watch_signals(to: Arc<Signals>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                count.fetch_add(1, Ordering::SeqCst);
+            for sig in signals.forever() {
+                to.raise(sig);
             }
         })?;
     Ok(())

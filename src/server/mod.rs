@@ -66,8 +66,13 @@ impl Config {
     /// from inetd mode, `--max-connections` is fitted to the descriptor
     /// limit (raised first), and `--fsync` is checked against the output.
     pub fn new(args: &ServeArgs, sources: &Sources) -> Result<Config, Failure> {
-        let output = match (&args.output, sources.inetd) {
-            (Some(p), _) => Output::File(p.clone()),
+        let output = match (args.output.as_deref().map(Output::from_arg), sources.inetd) {
+            (Some(Output::Stdout), true) => {
+                return Err(Failure::usage(
+                    "-o - with --inetd: standard output is the connection; give -o FILE, or leave -o out and lines go to standard error",
+                ))
+            }
+            (Some(o), _) => o,
             // The connection is standard output: lines go to the journal.
             (None, true) => Output::Stderr,
             (None, false) => Output::Stdout,
