@@ -329,7 +329,9 @@ impl Sources {
         };
         if let Some(f) = &foreign {
             let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-            f.warn(&format!("listening on {} instead", list.join(" and ")));
+            // Not "listening on": scripts and tests read the addresses
+            // from the "listening on" lines.
+            f.warn(&format!("serving {} instead", list.join(" and ")));
         }
         check_duplicates(addresses, &sources.listeners)?;
         for a in addresses {

@@ -391,7 +391,7 @@ fn listen_pid_of_another_process_is_said_always() {
     assert_eq!(
         line,
         format!(
-            "sockserve: not taking the sockets LISTEN_FDS=1 passes: LISTEN_PID=1 is another process, not this one ({}); listening on 127.0.0.1:0 instead (a wrapper script must exec sockserve to keep the PID)",
+            "sockserve: not taking the sockets LISTEN_FDS=1 passes: LISTEN_PID=1 is another process, not this one ({}); serving 127.0.0.1:0 instead (a wrapper script must exec sockserve to keep the PID)",
             child.id()
         )
     );
