@@ -199,8 +199,8 @@ fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFil
                 ),
             ));
         }
-        Ok(st) => match UnixStream::connect(&here) {
-            Ok(_) => {
+        Ok(st) => match probe_unix(&here) {
+            Ok(()) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     "address in use (a server is listening on it)",
@@ -259,9 +259,12 @@ pub struct Sources {
     /// The connection came on standard input (inetd style), so standard
     /// output is the connection, not a place for received lines.
     pub inetd: bool,
+    /// Sockets `LISTEN_FDS` passed to another process (`LISTEN_PID`),
+    /// left alone; [`Sources::bind`] says what it binds instead.
+    pub foreign: Option<Foreign>,
 }
 
-/// What the command line asks of [`Sources::take`].
+/// What the command line asks of [`Sources::inherit`] and [`Sources::bind`].
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted<'a> {
     pub addresses: &'a [Endpoint],
@@ -275,29 +278,25 @@ pub struct Wanted<'a> {
 
 impl Sources {
     /// Takes inherited sockets (`LISTEN_FDS`, or a connection on standard
-    /// input), then binds the addresses asked for, or the default address
-    /// when nothing else is there. Must run before any thread starts.
-    pub fn take(want: Wanted<'_>) -> Result<Sources, Failure> {
+    /// input). Must run before any thread starts. [`Sources::bind`] binds
+    /// the rest, once the output is open.
+    pub fn inherit(want: Wanted<'_>) -> Result<Sources, Failure> {
         // Inherited sockets first: listenfd edits the environment.
         let inherited = take_inherited(want.fd_names).map_err(Failure::runtime)?;
-        let foreign = inherited.foreign;
         let mut sources = Sources {
             listeners: inherited.listeners,
             connections: inherited.connections,
             inetd: false,
+            foreign: inherited.foreign,
         };
-        let nothing_else = want.addresses.is_empty()
-            && sources.listeners.is_empty()
-            && sources.connections.is_empty()
-            && want.fd_names.is_empty();
-        if want.inetd || (nothing_else && stdin_is_connection()) {
+        if want.inetd || (sources.nothing_inherited(want) && stdin_is_connection()) {
             if !sources.listeners.is_empty() || !sources.connections.is_empty() {
                 return Err(Failure::runtime(format!(
                     "--inetd: LISTEN_FDS passes {} more sockets besides the connection on standard input; drop --inetd, or start sockserve without LISTEN_FDS",
                     sources.listeners.len() + sources.connections.len()
                 )));
             }
-            if let Some(f) = &foreign {
+            if let Some(f) = &sources.foreign {
                 f.warn("serving the connection on standard input instead");
             }
             sources
@@ -310,7 +309,7 @@ impl Sources {
             && sources.listeners.is_empty()
             && sources.connections.is_empty()
         {
-            if let Some(f) = &foreign {
+            if let Some(f) = &sources.foreign {
                 f.warn("so none has a --fd-name name");
             }
             return Err(Failure::runtime(format!(
@@ -318,8 +317,20 @@ impl Sources {
                 want.fd_names.join(" or ")
             )));
         }
+        // A usage error, said before the output is opened or anything
+        // is bound.
+        check_duplicates(want.addresses, &sources.listeners)?;
+        Ok(sources)
+    }
+
+    /// Binds the addresses asked for, or the default address when nothing
+    /// was asked for and nothing inherited.
+    pub fn bind(&mut self, want: Wanted<'_>) -> Result<(), Failure> {
+        if self.inetd {
+            return Ok(());
+        }
         let default;
-        let addresses = if nothing_else {
+        let addresses = if self.nothing_inherited(want) {
             default = [DEFAULT_ADDRESS
                 .parse::<Endpoint>()
                 .map_err(Failure::runtime)?];
@@ -327,22 +338,27 @@ impl Sources {
         } else {
             want.addresses
         };
-        if let Some(f) = &foreign {
+        if let Some(f) = &self.foreign {
             let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
             // Not "listening on": scripts and tests read the addresses
             // from the "listening on" lines.
             f.warn(&format!("serving {} instead", list.join(" and ")));
         }
-        check_duplicates(addresses, &sources.listeners)?;
         for a in addresses {
-            sources
-                .listeners
+            self.listeners
                 .extend(bind(a, want.unix_mode).map_err(Failure::runtime)?);
         }
         if let Some(n) = want.backlog {
-            set_backlog(&sources.listeners, n)?;
+            set_backlog(&self.listeners, n)?;
         }
-        Ok(sources)
+        Ok(())
+    }
+
+    fn nothing_inherited(&self, want: Wanted<'_>) -> bool {
+        want.addresses.is_empty()
+            && self.listeners.is_empty()
+            && self.connections.is_empty()
+            && want.fd_names.is_empty()
     }
 
     /// Only already-accepted connections: serve them, then exit.
@@ -451,6 +467,24 @@ impl Foreign {
             self.pid,
             std::process::id()
         );
+    }
+}
+
+/// Whether a server listens on the Unix socket at `path`, without ever
+/// waiting: a non-blocking connect. A server whose listen queue is full
+/// (stopped, overloaded) answers `EAGAIN` at once, and is a server all
+/// the same; `ECONNREFUSED` means nobody listens (a stale socket).
+fn probe_unix(path: &Path) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = socket::UnixAddr::new(path).map_err(io::Error::from)?;
+    match socket::connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

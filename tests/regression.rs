@@ -414,3 +414,48 @@ fn the_servers_error_line_is_reported_as_such() {
         r.stderr
     );
 }
+
+/// sockserve probed an existing Unix socket file with a blocking connect:
+/// a server there whose listen queue is full (stopped, overloaded) hung
+/// sockserve's start for ever. The probe never waits now: a full queue is
+/// a live server, and the start fails at once with "address in use".
+#[test]
+fn a_full_listen_queue_at_the_socket_path_does_not_hang_the_start() {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let addr = UnixAddr::new(&path).unwrap();
+    let listener = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    socket::bind(listener.as_raw_fd(), &addr).unwrap();
+    socket::listen(&listener, socket::Backlog::new(0).unwrap()).unwrap();
+    // Fill the queue: connect without waiting until the kernel says EAGAIN.
+    let mut queued = Vec::new();
+    loop {
+        let c = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match socket::connect(c.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(c),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(queued.len() < 1000, "the listen queue never filled");
+    }
+    let started = std::time::Instant::now();
+    run_bin(sockserve_bin(), &[&format!("unix:{}", path.display())], b"")
+        .assert_code(1)
+        .assert_stderr_contains("address in use");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(listener);
+}

@@ -85,18 +85,12 @@ fn send_and_close_loses_no_line() {
 fn logger_tcp_lines_are_all_written() {
     let logger = require_tool("logger", "bsdutils");
     let run_logger = |s: &Server, input: &str| {
-        let mut child = Command::new(&logger)
-            .args(["--tcp", "-n", "127.0.0.1", "-P", port(s.addr()), "-t", "t"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        assert!(wait_child(&mut child, Duration::from_secs(60), &Lines::default()).success());
+        run_bin(
+            &logger,
+            &["--tcp", "-n", "127.0.0.1", "-P", port(s.addr()), "-t", "t"],
+            input.as_bytes(),
+        )
+        .assert_success();
     };
     // Without --receive-only: a prefix, whole and in order.
     let s = Server::start(&["127.0.0.1:0"]);
@@ -157,20 +151,13 @@ fn logger_tcp_lines_are_all_written() {
 fn socat_unidirectional_sender_loses_nothing() {
     let socat = require_tool("socat", "socat");
     let s = Server::start(&["--receive-only", "127.0.0.1:0"]);
-    let mut child = Command::new(socat)
-        .args(["-u", "-", &format!("TCP:{}", s.addr())])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = numbered(200_000);
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    assert!(wait_child(&mut child, Duration::from_secs(60), &Lines::default()).success());
+    run_bin(
+        &socat,
+        &["-u", "-", &format!("TCP:{}", s.addr())],
+        input.as_bytes(),
+    )
+    .assert_success();
     assert_eq!(wait_lines(&s, 200_000), 200_000);
     assert_eq!(s.output(), input.as_bytes());
 }

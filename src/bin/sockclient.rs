@@ -1,14 +1,11 @@
-//! sockclient: command line -> config -> run -> exit status.
+//! sockclient: command line -> library -> exit status.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use sockserve::cli::ClientArgs;
-use sockserve::client::{self, Config, Mode, Signals};
-use sockserve::exit;
-use sockserve::{diag, error};
+use sockserve::{client, diag, exit};
 
 fn main() -> ExitCode {
     let parsed = ClientArgs::command()
@@ -16,10 +13,7 @@ fn main() -> ExitCode {
         .and_then(|m| ClientArgs::from_arg_matches(&m).map(|a| (a, m)));
     let (args, matches) = match parsed {
         Ok(x) => x,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(e) => return exit::clap_error(&e),
     };
     diag::init(
         "sockclient",
@@ -29,48 +23,9 @@ fn main() -> ExitCode {
             diag::Verbosity::Normal
         },
     );
-    let endpoint = match args.endpoint() {
-        Ok(e) => e,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(exit::USAGE);
-        }
-    };
-    let signals = Arc::new(Signals::default());
-    if let Err(e) = watch_signals(signals.clone()) {
-        error!("cannot install signal handlers: {e}");
-        return ExitCode::from(exit::FAILURE);
+    let greeting_given = matches.value_source("greeting") == Some(ValueSource::CommandLine);
+    match client::start(&args, greeting_given) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => exit::report(Err(f)),
     }
-    let cfg = Config {
-        endpoint,
-        texts: args.texts.texts(),
-        strict_greeting: matches.value_source("greeting") == Some(ValueSource::CommandLine),
-        connect_timeout: args.connect_timeout,
-        retry: args.retry,
-        ack_timeout: args.ack_timeout.filter(|d| !d.is_zero()),
-        window: args.window,
-        mode: if args.quiet {
-            Mode::Quiet
-        } else if args.echo {
-            Mode::Echo
-        } else {
-            Mode::Acks
-        },
-        verbose: args.verbose,
-    };
-    ExitCode::from(client::run(cfg, signals))
-}
-
-/// Hands SIGINT and SIGTERM to the client, which wakes on them.
-fn watch_signals(to: Arc<Signals>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                to.raise(sig);
-            }
-        })?;
-    Ok(())
 }

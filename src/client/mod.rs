@@ -29,6 +29,8 @@ use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cli::ClientArgs;
+use crate::diag::describe;
 use crate::endpoint::Endpoint;
 use crate::exit::{self, Failure};
 use crate::protocol::Texts;
@@ -283,6 +285,50 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Runs sockclient to its end; returns the exit status.
+/// All of sockclient after its command line: the config from the
+/// arguments (`greeting_given`: `--greeting` was on the command line, so
+/// any other greeting is an error), the signal handlers, the run. The
+/// exit status is the verdict's; a failure before the run carries its own.
+pub fn start(args: &ClientArgs, greeting_given: bool) -> Result<u8, Failure> {
+    let endpoint = args.endpoint().map_err(Failure::usage)?;
+    let signals = Arc::new(Signals::default());
+    watch_signals(signals.clone()).map_err(|e| {
+        Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
+    })?;
+    let cfg = Config {
+        endpoint,
+        texts: args.texts.texts(),
+        strict_greeting: greeting_given,
+        connect_timeout: args.connect_timeout,
+        retry: args.retry,
+        ack_timeout: args.ack_timeout.filter(|d| !d.is_zero()),
+        window: args.window,
+        mode: if args.quiet {
+            Mode::Quiet
+        } else if args.echo {
+            Mode::Echo
+        } else {
+            Mode::Acks
+        },
+        verbose: args.verbose,
+    };
+    Ok(run(cfg, signals))
+}
+
+/// Hands SIGINT and SIGTERM to the client, which wakes on them.
+fn watch_signals(to: Arc<Signals>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                to.raise(sig);
+            }
+        })?;
+    Ok(())
+}
+
 pub fn run(cfg: Config, signals: Arc<Signals>) -> u8 {
     let started = Instant::now();
     let pipe = Arc::new(input::Pipe::new(cfg.window));

@@ -2,8 +2,8 @@
 //! the output sink every connection commits to.
 //!
 //! [`start`] is all of sockserve after its command line: it takes the
-//! sockets ([`Sources`]), fits the config ([`Config::new`]) and calls
-//! [`run`], which takes sockets that are already open (bound by us,
+//! inherited sockets ([`Sources`]), opens the output, binds, fits the
+//! config ([`Config::new`]) and calls [`run`], which takes sockets that are already open (bound by us,
 //! inherited from systemd, or a test's `127.0.0.1:0`), so they all travel
 //! the same road. Inside, an `Acceptor` admits connections and a
 //! `Supervisor` decides when the server stops.
@@ -62,11 +62,28 @@ pub struct Config {
 }
 
 impl Config {
-    /// The config for these arguments and sockets: the output follows
-    /// from inetd mode, `--max-connections` is fitted to the descriptor
-    /// limit (raised first), and `--fsync` is checked against the output.
-    pub fn new(args: &ServeArgs, sources: &Sources) -> Result<Config, Failure> {
-        let output = match (args.output.as_deref().map(Output::from_arg), sources.inetd) {
+    /// The config for these arguments and sockets: `--max-connections` is
+    /// fitted to the descriptor limit (raised first).
+    pub fn new(args: &ServeArgs, sources: &Sources, output: Output) -> Config {
+        Config {
+            texts: args.texts.texts(),
+            max_line: args.max_line,
+            max_connections: fit_to_descriptors(args.max_connections, sources.listeners.len()),
+            idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
+            drain_timeout: args.drain_timeout,
+            output,
+            fsync: args.fsync,
+            prefix_peer: args.prefix_peer,
+            access: args.access(),
+            receive_only: args.receive_only,
+        }
+    }
+
+    /// Where received lines go: `-o`, or standard error when standard
+    /// output is the connection (inetd), else standard output. `--fsync` is
+    /// checked against it.
+    pub fn output(args: &ServeArgs, inetd: bool) -> Result<Output, Failure> {
+        let output = match (args.output.as_deref().map(Output::from_arg), inetd) {
             (Some(Output::Stdout), true) => {
                 return Err(Failure::usage(
                     "-o - with --inetd: standard output is the connection; give -o FILE, or leave -o out and lines go to standard error",
@@ -80,33 +97,31 @@ impl Config {
         if args.fsync {
             sink::check_fsync(&output).map_err(Failure::usage)?;
         }
-        Ok(Config {
-            texts: args.texts.texts(),
-            max_line: args.max_line,
-            max_connections: fit_to_descriptors(args.max_connections, sources.listeners.len()),
-            idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
-            drain_timeout: args.drain_timeout,
-            output,
-            fsync: args.fsync,
-            prefix_peer: args.prefix_peer,
-            access: args.access(),
-            receive_only: args.receive_only,
-        })
+        Ok(output)
     }
 }
 
-/// Takes the sockets (before any thread starts), builds the config, and
-/// serves until stopped: all of sockserve after its command line.
+/// All of sockserve after its command line: takes the inherited sockets
+/// (before any thread starts), opens the output (waiting for a FIFO's
+/// reader), binds, builds the config, and serves until stopped.
 pub fn start(args: ServeArgs) -> Result<(), Failure> {
-    let sources = Sources::take(Wanted {
+    let want = Wanted {
         addresses: &args.addresses,
         fd_names: &args.fd_names,
         inetd: args.inetd,
         unix_mode: args.unix_mode,
         backlog: args.backlog,
-    })?;
-    let cfg = Config::new(&args, &sources)?;
-    run(cfg, sources)
+    };
+    let mut sources = Sources::inherit(want)?;
+    let output = Config::output(&args, sources.inetd)?;
+    // The output before the listeners: a client is never greeted by a
+    // server that cannot write its lines, and a stop while waiting for a
+    // FIFO's reader leaves no socket file behind.
+    let Some(opened) = sink::open_waiting(&output).map_err(Failure::runtime)? else {
+        return Ok(());
+    };
+    sources.bind(want)?;
+    run(Config::new(&args, &sources, output), sources, opened)
 }
 
 /// Where the server is in its life.
@@ -146,9 +161,10 @@ struct Shared {
 /// Serves the sockets until a signal stops it, or, with only
 /// already-accepted connections, until they are done. Call it from the
 /// main thread, after the sockets were taken: it starts the threads.
-pub fn run(cfg: Config, sources: Sources) -> Result<(), Failure> {
+pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Failure> {
     let (failed_tx, failed_rx) = watch::channel(None);
-    let sink = Sink::start(cfg.output.clone(), cfg.fsync, failed_tx).map_err(Failure::runtime)?;
+    let sink =
+        Sink::start(cfg.output.clone(), output, cfg.fsync, failed_tx).map_err(Failure::runtime)?;
     let signals = signals().map_err(|e| {
         Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
     })?;

@@ -332,33 +332,97 @@ struct Target {
     kind: FileKind,
 }
 
+/// The output, opened at start and not yet handed to a [`Sink`].
+pub struct Opened {
+    file: File,
+    target: Option<Target>,
+}
+
+/// Why the output could not be opened at start.
+enum StartError {
+    /// A FIFO nobody reads yet: try again.
+    NoReader,
+    /// What failed and what to do, the output named.
+    Failed(String),
+}
+
 /// Opens the output at start: standard output or error as they are, a
-/// path through [`open_output`]. The error names the output and says what
-/// failed and what to do.
-fn open_at_start(output: &Output) -> Result<(File, Option<Target>), String> {
+/// path through [`open_output`]. A FIFO that nobody reads yet is waited
+/// for: said once on standard error, then tried again every 100 ms until
+/// a reader comes. `None` when SIGTERM or SIGINT came while waiting: the
+/// server stops before it binds anything. Runs before any thread starts,
+/// before the listeners are bound.
+pub fn open_waiting(output: &Output) -> Result<Option<Opened>, String> {
+    let mut stop: Option<Arc<std::sync::atomic::AtomicBool>> = None;
+    loop {
+        match open_at_start(output) {
+            Ok(o) => return Ok(Some(o)),
+            Err(StartError::Failed(why)) => return Err(why),
+            Err(StartError::NoReader) => {}
+        }
+        let flag = match &stop {
+            Some(f) => f.clone(),
+            None => {
+                // The flag stays registered: the server's own signal
+                // handling comes later and adds to it.
+                let f = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                    signal_hook::flag::register(sig, f.clone())
+                        .map_err(|e| format!("cannot install signal handlers: {}", describe(&e)))?;
+                }
+                crate::warn!(
+                    "output {output} is a FIFO nobody reads yet; waiting for its reader before listening (SIGTERM stops)"
+                );
+                stop = Some(f.clone());
+                f
+            }
+        };
+        for _ in 0..10 {
+            if flag.load(Ordering::Relaxed) {
+                crate::info!("stopped while waiting for a reader of {output}");
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+fn open_at_start(output: &Output) -> Result<Opened, StartError> {
     let fd = match output {
         Output::Stdout => io::stdout().as_fd().try_clone_to_owned(),
         Output::Stderr => io::stderr().as_fd().try_clone_to_owned(),
         Output::File(path) => {
-            let fail = |why: String| format!("cannot use output {}: {why}", path.display());
+            let fail = |why: String| {
+                StartError::Failed(format!("cannot use output {}: {why}", path.display()))
+            };
             let at = DirEntry::new(path).map_err(|e| {
                 fail(format!(
                     "cannot open its directory: {}; give a path in an existing directory",
                     describe(&e)
                 ))
             })?;
-            let (file, kind) = open_output(&at, None).map_err(|e| fail(e.to_string()))?;
+            let (file, kind) = match open_output(&at, None) {
+                Ok(x) => x,
+                Err(OpenError::NoReader) => return Err(StartError::NoReader),
+                Err(e) => return Err(fail(e.to_string())),
+            };
             if let Some(why) = at.shared_dir(true) {
                 crate::warn!(
                     "the directory of output {} is not private: {why}; another user can replace the file between reopens (sockserve refuses links and files it does not own, but use a directory only this user can write)",
                     path.display()
                 );
             }
-            return Ok((file, Some(Target { at, kind })));
+            return Ok(Opened {
+                file,
+                target: Some(Target { at, kind }),
+            });
         }
     };
-    fd.map(|fd| (File::from(fd), None))
-        .map_err(|e| format!("cannot use {output} as output: {}", describe(&e)))
+    fd.map(|fd| Opened {
+        file: File::from(fd),
+        target: None,
+    })
+    .map_err(|e| StartError::Failed(format!("cannot use {output} as output: {}", describe(&e))))
 }
 
 /// Whether writes to `file` can never wait for a reader.
@@ -374,16 +438,17 @@ fn never_blocks(file: &File) -> bool {
 }
 
 impl Sink {
-    /// Opens the output and, where needed, starts the sink thread.
-    /// `failed` says why when the output fails; the server then stops.
-    /// `--fsync` was checked against the output already
-    /// ([`check_fsync`]).
+    /// Takes the opened output ([`open_waiting`]) and, where needed,
+    /// starts the sink thread. `failed` says why when the output fails;
+    /// the server then stops. `--fsync` was checked against the output
+    /// already ([`check_fsync`]).
     pub fn start(
         output: Output,
+        opened: Opened,
         fsync: bool,
         failed: watch::Sender<Option<String>>,
     ) -> Result<Sink, String> {
-        let (file, target) = open_at_start(&output)?;
+        let Opened { file, target } = opened;
         let lines = Arc::new(AtomicU64::new(0));
         let inline = !fsync && never_blocks(&file);
         let writer = Writer {
