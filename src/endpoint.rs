@@ -167,9 +167,11 @@ fn socat_hint(s: &str) -> Option<String> {
     let arg = rest.split(',').next().unwrap_or(rest);
     let instead = match kind.to_ascii_uppercase().as_str() {
         "TCP-LISTEN" | "TCP4-LISTEN" | "TCP-L" | "TCP4-L" => {
-            format!("0.0.0.0:{arg} (every IPv4 address) or 127.0.0.1:{arg} (this machine only)")
+            format!("127.0.0.1:{arg} (or 0.0.0.0:{arg}: every IPv4 address of this machine)")
         }
-        "TCP6-LISTEN" | "TCP6-L" => format!("[::]:{arg} (every IPv6 address) or [::1]:{arg}"),
+        "TCP6-LISTEN" | "TCP6-L" => {
+            format!("[::1]:{arg} (or [::]:{arg}: every IPv6 address of this machine)")
+        }
         "TCP-CONNECT" | "TCP4-CONNECT" | "TCP6-CONNECT" => match arg.rsplit_once(':') {
             Some((h, p)) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{p}"),
             _ => arg.to_string(),
@@ -245,8 +247,8 @@ mod tests {
     #[test]
     fn socat_forms_say_what_to_write() {
         let e = |s: &str| s.parse::<Endpoint>().unwrap_err();
-        assert!(e("TCP-LISTEN:10008,fork").contains("write 0.0.0.0:10008"));
-        assert!(e("TCP6-LISTEN:10008").contains("write [::]:10008"));
+        assert!(e("TCP-LISTEN:10008,fork").contains("write 127.0.0.1:10008 (or 0.0.0.0:10008"));
+        assert!(e("TCP6-LISTEN:10008").contains("write [::1]:10008 (or [::]:10008"));
         assert!(e("TCP-CONNECT:127.0.0.1:80").contains("write 127.0.0.1:80"));
         // socat's TCP4: is our tcp4:, taken as it is.
         assert!("TCP4:127.0.0.1:80".parse::<Endpoint>().is_ok());

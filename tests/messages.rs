@@ -145,7 +145,7 @@ fn usage_errors_are_clap_s() {
         (&["nohost"], "'nohost' is not an address"),
         (
             &["TCP-LISTEN:10008,fork"],
-            "'TCP-LISTEN:10008,fork' is socat's address syntax; write 0.0.0.0:10008",
+            "'TCP-LISTEN:10008,fork' is socat's address syntax; write 127.0.0.1:10008 (or 0.0.0.0:10008: every IPv4 address of this machine)",
         ),
         (
             &["UNIX-LISTEN:/tmp/x.sock"],
