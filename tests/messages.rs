@@ -561,3 +561,26 @@ fn address_of_an_inherited_listener_given_again() {
         format!("sockserve: cannot listen on {addr}: the inherited socket {addr} (fd 3) listens there already; drop the address\n")
     );
 }
+
+/// sockclient's address errors say what failed before why, like every
+/// other message: `sockclient: cannot use the address X: why`.
+#[test]
+fn sockclient_address_errors_say_what_failed() {
+    for (args, why) in [
+        (&["127.0.0.1:99999"][..], "invalid port '99999'"),
+        (&["TCP-LISTEN:1"][..], "is socat's address syntax; write"),
+        (&["127.0.0.1", "http"][..], "invalid port 'http'"),
+    ] {
+        let r = run_client(args, b"");
+        r.assert_code(2);
+        let line = r.stderr.trim_end();
+        assert!(
+            line.starts_with(&format!(
+                "sockclient: cannot use the address {}: ",
+                args.join(" ")
+            )),
+            "{line}"
+        );
+        assert!(line.contains(why) && !line.contains('\n'), "{line}");
+    }
+}
