@@ -40,7 +40,7 @@ impl Access {
     /// only when there are no such rules).
     pub fn allowed(&self, peer: &Peer) -> bool {
         match peer {
-            Peer::Tcp(a) => self.tcp_allowed(a.ip()),
+            Peer::Tcp(a) | Peer::Proxied { source: a, .. } => self.tcp_allowed(a.ip()),
             Peer::Unix(Some(c)) => self.unix_allowed(c.uid, c.gid),
             Peer::Unix(None) => !self.checks_unix(),
             Peer::Unknown => self.allow.is_empty() && self.deny.is_empty(),

@@ -16,6 +16,7 @@
 
 pub mod access;
 mod conn;
+pub mod proxy;
 pub mod sink;
 
 use std::io;
