@@ -150,6 +150,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
     pub deny: Vec<IpNet>,
 
+    /// Set SO_REUSEPORT on the TCP sockets sockserve binds, so that several
+    /// processes can listen on one port
+    #[arg(long, conflicts_with = "inetd")]
+    pub reuse_port: bool,
+
     /// Serve only Unix peers running as this user, by id or name
     /// (repeatable)
     #[arg(long = "allow-uid", value_name = "UID", value_parser = access::parse_uid)]

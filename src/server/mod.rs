@@ -99,6 +99,7 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         fd_names: &args.fd_names,
         inetd: args.inetd,
         unix_mode: args.unix_mode,
+        reuse_port: args.reuse_port,
     })?;
     let cfg = Config::new(&args, &sources)?;
     run(cfg, sources)
