@@ -76,6 +76,25 @@ impl Config {
         if args.fsync {
             sink::check_fsync(&output).map_err(Failure::usage)?;
         }
+        let tcp = sources
+            .listeners
+            .iter()
+            .filter(|l| matches!(l.socket, StdListener::Tcp(_)))
+            .map(|l| l.name.as_str())
+            .chain(
+                sources
+                    .connections
+                    .iter()
+                    .filter(|c| matches!(c.stream, StdStream::Tcp(_)))
+                    .map(|c| c.name.as_str()),
+            )
+            .collect::<Vec<_>>();
+        if args.access().checks_unix() && !tcp.is_empty() {
+            crate::warn!(
+                "--allow-uid and --allow-gid apply to Unix peers only: TCP clients on {} are not checked by them (use --allow and --deny for those)",
+                tcp.join(", ")
+            );
+        }
         Ok(Config {
             texts: args.texts.texts(),
             max_line: args.max_line,
