@@ -150,6 +150,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
     pub deny: Vec<IpNet>,
 
+    /// TCP peers in this address or CIDR block (a load balancer) must begin
+    /// each connection with a PROXY protocol header (v1 or v2), whose
+    /// source is then the peer; other TCP peers are refused (repeatable)
+    #[arg(long = "proxy-protocol", value_name = "CIDR", value_parser = access::parse_cidr)]
+    pub proxy_protocol: Vec<IpNet>,
+
+    /// Serve at most N connections at once from one source address; more
+    /// get the refusal greeting
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub max_per_source: Option<usize>,
+
     /// Set SO_REUSEPORT on the TCP sockets sockserve binds, so that several
     /// processes can listen on one port
     #[arg(long, conflicts_with = "inetd")]

@@ -19,15 +19,16 @@ mod conn;
 pub mod proxy;
 pub mod sink;
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::cli::ServeArgs;
 use crate::diag::describe;
@@ -36,6 +37,7 @@ use crate::listen::{SocketFile, Sources, StdListener, StdStream, Wanted};
 use crate::peer::{Cred, Peer};
 use crate::protocol::Texts;
 pub use access::Access;
+use ipnet::IpNet;
 pub use sink::Output;
 use sink::Sink;
 
@@ -60,6 +62,11 @@ pub struct Config {
     pub access: Access,
     /// Send clients nothing: no greeting, no acks, no refusal text.
     pub receive_only: bool,
+    /// TCP peers in these networks must begin with a PROXY protocol
+    /// header; with any here, other TCP peers are refused.
+    pub proxy_protocol: Vec<IpNet>,
+    /// Connections served at once from one source address, at most.
+    pub max_per_source: Option<usize>,
 }
 
 impl Config {
@@ -106,6 +113,8 @@ impl Config {
             prefix_peer: args.prefix_peer,
             access: args.access(),
             receive_only: args.receive_only,
+            proxy_protocol: args.proxy_protocol.clone(),
+            max_per_source: args.max_per_source,
         })
     }
 }
@@ -183,6 +192,10 @@ pub fn run(cfg: Config, sources: Sources) -> Result<(), Failure> {
         let acceptor = Acceptor {
             limit: Arc::new(Semaphore::new(shared.cfg.max_connections)),
             refusals: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
+            per_source: shared
+                .cfg
+                .max_per_source
+                .map(|max| Arc::new(PerSource::new(max))),
             shared: shared.clone(),
             phase: phase_rx,
             done: done_tx,
@@ -271,6 +284,8 @@ struct Acceptor {
     /// One permit per refused connection lingering so that its refusal
     /// arrives ([`refuse`]).
     refusals: Arc<Semaphore>,
+    /// Connections per source address: `--max-per-source`.
+    per_source: Option<Arc<PerSource>>,
 }
 
 impl Acceptor {
@@ -349,33 +364,139 @@ impl Acceptor {
         }
     }
 
-    /// Serves an accepted connection in a task of its own, or refuses it:
-    /// a peer that is not allowed, or one past the connection limit.
+    /// Serves an accepted connection in a task of its own, or refuses it.
+    /// A TCP connection under `--proxy-protocol` first gives its PROXY
+    /// header ([`Acceptor::admit_proxied`]); then, for every connection,
+    /// [`Acceptor::admit_peer`] applies the rules and limits.
     fn admit(&self, stream: Accepted, addr: Option<SocketAddr>) {
-        let shared = &self.shared;
         let peer = stream.peer(addr);
-        let reason = if !shared.cfg.access.allowed(&peer) {
-            "not allowed"
-        } else {
-            match self.limit.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let (shared, phase, done) =
-                        (shared.clone(), self.phase.clone(), self.done.clone());
-                    tokio::spawn(async move {
-                        match stream {
-                            Accepted::Tcp(s) => conn::serve(s, peer, shared, phase, permit).await,
-                            Accepted::Unix(s) => conn::serve(s, peer, shared, phase, permit).await,
-                        }
-                        // The supervisor waits for every task to drop this.
-                        drop(done);
-                    });
-                    return;
-                }
-                Err(_) => "server busy",
+        match stream {
+            Accepted::Tcp(s) if !self.shared.cfg.proxy_protocol.is_empty() => {
+                self.admit_proxied(s, peer)
+            }
+            stream => self.admit_peer(stream, peer, Vec::new(), None, false),
+        }
+    }
+
+    /// A TCP connection under `--proxy-protocol`: a peer outside those
+    /// networks is refused without a byte of its input read; a trusted
+    /// one takes a connection slot (so that headers being read are bounded
+    /// by `--max-connections`), then must send a valid header within the
+    /// deadline, before the greeting. The header's source is the peer from
+    /// then on.
+    fn admit_proxied(&self, stream: TcpStream, via: Peer) {
+        let cfg = &self.shared.cfg;
+        let proxy = match via {
+            Peer::Tcp(a) if cfg.proxy_protocol.iter().any(|n| n.contains(&a.ip())) => a,
+            _ => {
+                crate::info!(
+                    "{via}: refused: not allowed (not in --proxy-protocol, the networks whose PROXY headers are trusted)"
+                );
+                return self.refuse(Accepted::Tcp(stream), "not allowed");
             }
         };
+        let Ok(slot) = self.limit.clone().try_acquire_owned() else {
+            crate::info!("{via}: refused: server busy");
+            return self.refuse(Accepted::Tcp(stream), "server busy");
+        };
+        let wait = cfg
+            .idle_timeout
+            .map_or(proxy::HEADER_DEADLINE, |t| t.min(proxy::HEADER_DEADLINE));
+        let deadline = far_or(tokio::time::Instant::now().checked_add(wait));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut phase = this.phase.clone();
+            let read = tokio::select! {
+                r = proxy::read(&stream, deadline) => r,
+                _ = phase.wait_for(|p| *p == Phase::Abort) => return,
+            };
+            match read {
+                Ok((proxy::Header::Proxied(source), first)) => {
+                    let peer = Peer::proxied(source, proxy);
+                    this.admit_peer(Accepted::Tcp(stream), peer, first, Some(slot), false);
+                }
+                Ok((proxy::Header::Local, first)) => {
+                    crate::debug!("{via}: PROXY LOCAL or UNKNOWN (a health check): served as the proxy itself");
+                    this.admit_peer(Accepted::Tcp(stream), via, first, Some(slot), true);
+                }
+                Ok((proxy::Header::Unaddressed, first)) => {
+                    crate::info!(
+                        "{via}: the PROXY header names no IP source; served as the proxy itself"
+                    );
+                    this.admit_peer(Accepted::Tcp(stream), via, first, Some(slot), false);
+                }
+                Err(proxy::Missing::ClosedFirst) => {
+                    crate::debug!("{via}: closed before sending a PROXY header (a health check)");
+                }
+                Err(why @ (proxy::Missing::Truncated(_) | proxy::Missing::Io(_))) => {
+                    this.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    crate::warn!("{via}: refused: {why}");
+                }
+                Err(why) => {
+                    drop(slot);
+                    crate::warn!("{via}: refused: {why}");
+                    this.refuse(Accepted::Tcp(stream), "bad PROXY header");
+                }
+            }
+        });
+    }
+
+    /// Applies the access rules, the per-source limit and the connection
+    /// limit (unless `slot` was taken already) to `peer`, then serves the
+    /// connection in a task of its own, with `first` as the first bytes it
+    /// sent; or refuses it. `quiet`: log its end at debug level (a
+    /// health check).
+    fn admit_peer(
+        &self,
+        stream: Accepted,
+        peer: Peer,
+        first: Vec<u8>,
+        slot: Option<OwnedSemaphorePermit>,
+        quiet: bool,
+    ) {
+        let shared = &self.shared;
+        if !shared.cfg.access.allowed(&peer) {
+            crate::info!("{peer}: refused: not allowed");
+            return self.refuse(stream, "not allowed");
+        }
+        let source = match &self.per_source {
+            Some(per) => match per.enter(&peer) {
+                Ok(s) => s,
+                Err(n) => {
+                    crate::info!(
+                        "{peer}: refused: too many connections from this address ({n} open, --max-per-source {})",
+                        per.max
+                    );
+                    return self.refuse(stream, "too many connections from your address");
+                }
+            },
+            None => None,
+        };
+        let slot = match slot.map_or_else(|| self.limit.clone().try_acquire_owned(), Ok) {
+            Ok(s) => s,
+            Err(_) => {
+                crate::info!("{peer}: refused: server busy");
+                return self.refuse(stream, "server busy");
+            }
+        };
+        let (shared, phase, done) = (shared.clone(), self.phase.clone(), self.done.clone());
+        let opening = conn::Opening { peer, first, quiet };
+        tokio::spawn(async move {
+            let slot = (slot, source);
+            match stream {
+                Accepted::Tcp(s) => conn::serve(s, opening, shared, phase, slot).await,
+                Accepted::Unix(s) => conn::serve(s, opening, shared, phase, slot).await,
+            }
+            // The supervisor waits for every task to drop this.
+            drop(done);
+        });
+    }
+
+    /// Refuses a connection with the refusal greeting and `reason`; the
+    /// caller has logged why.
+    fn refuse(&self, stream: Accepted, reason: &str) {
+        let shared = &self.shared;
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        crate::info!("{peer}: refused: {reason}");
         if shared.cfg.receive_only {
             // Nothing is sent to a receive-only client: closing says it.
             return;
@@ -402,6 +523,60 @@ impl Acceptor {
                     Accepted::Tcp(s) => s.try_write(&line),
                     Accepted::Unix(s) => s.try_write(&line),
                 };
+            }
+        }
+    }
+}
+
+/// `--max-per-source`: connections open per source address (a TCP peer's
+/// IP address, the PROXY header's source for a proxied one). Unix peers
+/// are not counted.
+struct PerSource {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerSource {
+    fn new(max: usize) -> PerSource {
+        PerSource {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a connection from `peer` in, or says how many are open from
+    /// its address when that is the maximum already. The guard counts it
+    /// out when dropped.
+    fn enter(self: &Arc<Self>, peer: &Peer) -> Result<Option<SourceGuard>, usize> {
+        let Some(ip) = peer.ip() else {
+            return Ok(None);
+        };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(Some(SourceGuard {
+            per: self.clone(),
+            ip,
+        }))
+    }
+}
+
+/// One connection counted in [`PerSource`]; counted out on drop.
+struct SourceGuard {
+    per: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut open = self.per.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
             }
         }
     }
