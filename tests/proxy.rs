@@ -198,6 +198,10 @@ fn local_and_unknown_are_the_proxy_itself_logged_at_debug_level() {
     assert_eq!(p.rest(), "");
     let l = s.stderr.wait_for("PROXY LOCAL or UNKNOWN");
     assert!(l.contains("127.0.0.1:"), "{l}");
+    let l = s
+        .stderr
+        .wait_for("closed (health check done): 0 lines, 0 acks");
+    assert!(l.starts_with("sockserve: 127.0.0.1:"), "{l}");
 }
 
 #[test]

@@ -187,10 +187,20 @@ pub async fn serve<S: Conn>(
     drop(stream);
     drop(slot);
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    // A health check (the proxy itself, sending nothing) that closes or
+    // resets, as HAProxy's do, has done its job.
+    let check_done = quiet
+        && lines == 0
+        && partial_dropped == 0
+        && match &end {
+            End::ClientEof => true,
+            End::Error(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            _ => false,
+        };
     let mut counts = format!("{lines} lines, {acks} acks");
     if shared.cfg.receive_only {
         counts.push_str(" (receive-only)");
-    } else if let Some(e) = acks_stopped {
+    } else if let Some(e) = acks_stopped.filter(|_| !check_done) {
         counts.push_str(&format!(
             ", {} unacked (acks stopped: {})",
             lines - acks,
@@ -203,6 +213,11 @@ pub async fn serve<S: Conn>(
         ));
     }
     let level = if quiet { Level::Debug } else { Level::Info };
+    let end = if check_done {
+        "health check done".to_string()
+    } else {
+        end.to_string()
+    };
     crate::diag::emit(
         level,
         format_args!(
