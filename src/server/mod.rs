@@ -410,33 +410,43 @@ impl Acceptor {
                 r = proxy::read(&stream, deadline) => r,
                 _ = phase.wait_for(|p| *p == Phase::Abort) => return,
             };
-            match read {
+            let (peer, first, quiet) = match read {
                 Ok((proxy::Header::Proxied(source), first)) => {
-                    let peer = Peer::proxied(source, proxy);
-                    this.admit_peer(Accepted::Tcp(stream), peer, first, Some(slot), false);
+                    (Peer::proxied(source, proxy), first, false)
                 }
                 Ok((proxy::Header::Local, first)) => {
                     crate::debug!("{via}: PROXY LOCAL or UNKNOWN (a health check): served as the proxy itself");
-                    this.admit_peer(Accepted::Tcp(stream), via, first, Some(slot), true);
+                    (via, first, true)
                 }
                 Ok((proxy::Header::Unaddressed, first)) => {
                     crate::info!(
                         "{via}: the PROXY header names no IP source; served as the proxy itself"
                     );
-                    this.admit_peer(Accepted::Tcp(stream), via, first, Some(slot), false);
+                    (via, first, false)
                 }
                 Err(proxy::Missing::ClosedFirst) => {
                     crate::debug!("{via}: closed before sending a PROXY header (a health check)");
+                    return;
                 }
                 Err(why @ (proxy::Missing::Truncated(_) | proxy::Missing::Io(_))) => {
                     this.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                     crate::warn!("{via}: refused: {why}");
+                    return;
                 }
                 Err(why) => {
                     drop(slot);
                     crate::warn!("{via}: refused: {why}");
                     this.refuse(Accepted::Tcp(stream), "bad PROXY header");
+                    return;
                 }
+            };
+            // Served in this task: no second spawn per connection.
+            if let Some(admitted) =
+                this.check_peer(Accepted::Tcp(stream), peer, first, Some(slot), quiet)
+            {
+                admitted
+                    .serve(this.shared.clone(), this.phase.clone())
+                    .await;
             }
         });
     }
@@ -454,10 +464,31 @@ impl Acceptor {
         slot: Option<OwnedSemaphorePermit>,
         quiet: bool,
     ) {
-        let shared = &self.shared;
-        if !shared.cfg.access.allowed(&peer) {
+        if let Some(admitted) = self.check_peer(stream, peer, first, slot, quiet) {
+            let (shared, phase, done) =
+                (self.shared.clone(), self.phase.clone(), self.done.clone());
+            tokio::spawn(async move {
+                admitted.serve(shared, phase).await;
+                // The supervisor waits for every task to drop this.
+                drop(done);
+            });
+        }
+    }
+
+    /// The rules and limits of [`Acceptor::admit_peer`]: what serving the
+    /// connection needs, or `None` when it was refused.
+    fn check_peer(
+        &self,
+        stream: Accepted,
+        peer: Peer,
+        first: Vec<u8>,
+        slot: Option<OwnedSemaphorePermit>,
+        quiet: bool,
+    ) -> Option<Admitted> {
+        if !self.shared.cfg.access.allowed(&peer) {
             crate::info!("{peer}: refused: not allowed");
-            return self.refuse(stream, "not allowed");
+            self.refuse(stream, "not allowed");
+            return None;
         }
         let source = match &self.per_source {
             Some(per) => match per.enter(&peer) {
@@ -467,7 +498,8 @@ impl Acceptor {
                         "{peer}: refused: too many connections from this address ({n} open, --max-per-source {})",
                         per.max
                     );
-                    return self.refuse(stream, "too many connections from your address");
+                    self.refuse(stream, "too many connections from your address");
+                    return None;
                 }
             },
             None => None,
@@ -476,20 +508,15 @@ impl Acceptor {
             Ok(s) => s,
             Err(_) => {
                 crate::info!("{peer}: refused: server busy");
-                return self.refuse(stream, "server busy");
+                self.refuse(stream, "server busy");
+                return None;
             }
         };
-        let (shared, phase, done) = (shared.clone(), self.phase.clone(), self.done.clone());
-        let opening = conn::Opening { peer, first, quiet };
-        tokio::spawn(async move {
-            let slot = (slot, source);
-            match stream {
-                Accepted::Tcp(s) => conn::serve(s, opening, shared, phase, slot).await,
-                Accepted::Unix(s) => conn::serve(s, opening, shared, phase, slot).await,
-            }
-            // The supervisor waits for every task to drop this.
-            drop(done);
-        });
+        Some(Admitted {
+            stream,
+            opening: conn::Opening { peer, first, quiet },
+            slot: (slot, source),
+        })
     }
 
     /// Refuses a connection with the refusal greeting and `reason`; the
@@ -524,6 +551,28 @@ impl Acceptor {
                     Accepted::Unix(s) => s.try_write(&line),
                 };
             }
+        }
+    }
+}
+
+/// A connection that passed the rules and holds its slots.
+struct Admitted {
+    stream: Accepted,
+    opening: conn::Opening,
+    /// Released with the socket (see [`conn::serve`]).
+    slot: (OwnedSemaphorePermit, Option<SourceGuard>),
+}
+
+impl Admitted {
+    async fn serve(self, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+        let Admitted {
+            stream,
+            opening,
+            slot,
+        } = self;
+        match stream {
+            Accepted::Tcp(s) => conn::serve(s, opening, shared, phase, slot).await,
+            Accepted::Unix(s) => conn::serve(s, opening, shared, phase, slot).await,
         }
     }
 }

@@ -173,11 +173,9 @@ pub async fn read(stream: &TcpStream, deadline: Instant) -> Result<(Header, Vec<
             // Unreachable by the parse's own bounds; a guard all the same.
             return Err(Missing::Malformed(format!("longer than {limit} bytes")));
         }
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Err(_) => return Err(Missing::Timeout(deadline - started)),
-            Ok(Err(e)) => return Err(Missing::Io(e)),
-            Ok(Ok(())) => {}
-        }
+        // Read first: the header is usually there by the time a
+        // connection is accepted, and a wait for readiness costs a trip
+        // through the reactor.
         let old = buf.len();
         buf.resize(limit, 0);
         let r = stream.try_read(&mut buf[old..]);
@@ -186,11 +184,14 @@ pub async fn read(stream: &TcpStream, deadline: Instant) -> Result<(Header, Vec<
             Ok(0) if buf.is_empty() => return Err(Missing::ClosedFirst),
             Ok(0) => return Err(Missing::Truncated(buf.len())),
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout_at(deadline, stream.readable()).await {
+                    Err(_) => return Err(Missing::Timeout(deadline - started)),
+                    Ok(Err(e)) => return Err(Missing::Io(e)),
+                    Ok(Ok(())) => {}
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if buf.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(Missing::ClosedFirst)
             }
