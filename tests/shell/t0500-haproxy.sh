@@ -25,6 +25,14 @@ test_expect_success 'the shipped configuration is valid' '
 	grep -q "send-proxy-v2 check check-send-proxy" haproxy.cfg
 '
 
+test_expect_success 'the README shows the shipped configuration' '
+	strip() { sed -e "s/#.*//" -e "s/[[:space:]]\+/ /g" -e "s/^ //" -e "s/ $//" | grep .; } &&
+	awk "\$0 == \"\`\`\`haproxy\" {f = 1; next} /^\`\`\`/ {f = 0} f" "$ROOT/README.md" | strip >readme.cfg &&
+	test "$(wc -l <readme.cfg)" -gt 10 &&
+	strip <"$ROOT/examples/haproxy/haproxy.cfg" >shipped.cfg &&
+	! while read -r line; do grep -qxF -- "$line" shipped.cfg || echo "not shipped: $line"; done <readme.cfg | grep .
+'
+
 start_backends || exit 1
 haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
 PIDS+=($!)
