@@ -205,6 +205,31 @@ fn local_and_unknown_are_the_proxy_itself_logged_at_debug_level() {
 }
 
 #[test]
+fn client_rules_do_not_refuse_the_balancers_health_checks() {
+    let s = Server::start(&[
+        "--proxy-protocol",
+        "127.0.0.1",
+        "--allow",
+        "192.0.2.0/24",
+        "127.0.0.1:0",
+    ]);
+    let mut check = proxied(&s, &v2(0, 0, &[]));
+    check.half_close();
+    assert_eq!(check.rest(), "");
+    let mut ok = proxied(&s, &v1_tcp4("192.0.2.7", 40000));
+    ok.send(b"x\n").unwrap();
+    assert_eq!(ok.line().as_deref(), Some(ACK));
+    let mut other = s.connect();
+    other.send(&v1_tcp4("198.51.100.1", 40000)).unwrap();
+    assert_eq!(other.line().as_deref(), Some(NOT_ALLOWED));
+    let l = s.stderr.wait_for("refused");
+    assert!(
+        l.starts_with("sockserve: 198.51.100.1:40000: refused: not allowed"),
+        "{l}"
+    );
+}
+
+#[test]
 fn a_health_check_that_connects_and_closes_is_not_an_error() {
     let s = Server::start(&["--proxy-protocol", "127.0.0.1", "127.0.0.1:0"]);
     for _ in 0..5 {

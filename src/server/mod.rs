@@ -454,8 +454,9 @@ impl Acceptor {
     /// Applies the access rules, the per-source limit and the connection
     /// limit (unless `slot` was taken already) to `peer`, then serves the
     /// connection in a task of its own, with `first` as the first bytes it
-    /// sent; or refuses it. `quiet`: log its end at debug level (a
-    /// health check).
+    /// sent; or refuses it. `quiet`: a health check, the balancer's own
+    /// connection: not subject to `--allow`/`--deny`, and its end is
+    /// logged at debug level.
     fn admit_peer(
         &self,
         stream: Accepted,
@@ -485,7 +486,10 @@ impl Acceptor {
         slot: Option<OwnedSemaphorePermit>,
         quiet: bool,
     ) -> Option<Admitted> {
-        if !self.shared.cfg.access.allowed(&peer) {
+        // A health check (the balancer's own connection, LOCAL or
+        // UNKNOWN) was admitted by --proxy-protocol already: rules meant
+        // for clients would refuse it every few seconds.
+        if !quiet && !self.shared.cfg.access.allowed(&peer) {
             crate::info!("{peer}: refused: not allowed");
             self.refuse(stream, "not allowed");
             return None;
