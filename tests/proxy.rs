@@ -596,6 +596,31 @@ fn mapped_rules_on_a_dual_stack_socket() {
 }
 
 #[test]
+fn proxy_protocol_on_an_inherited_listener() {
+    let Some(bin) = activator() else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut b = ServerBuilder::new(&[]);
+    b.cmd = Command::new(&bin);
+    b.cmd.args(["-l", &addr]).arg(sockserve_bin()).args([
+        "--proxy-protocol",
+        "127.0.0.1",
+        "--prefix-peer",
+    ]);
+    b.listeners = 0;
+    let s = b.start();
+    assert!(eventually(WAIT, || s
+        .stderr
+        .text()
+        .contains("Listening on")));
+    let mut p = Peer::connect(&addr);
+    p.send(&v1_tcp4("192.0.2.7", 40000)).unwrap();
+    let mut p = p.greeted();
+    p.send(b"inherited\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some(ACK));
+    assert_eq!(output(&s), "192.0.2.7:40000\tinherited\n");
+}
+
+#[test]
 fn proxy_protocol_on_an_accepted_connection() {
     let Some(bin) = activator() else { return };
     let port = free_port();
@@ -633,7 +658,7 @@ fn proxy_protocol_on_an_accepted_connection() {
 }
 
 #[test]
-fn allow_uid_with_a_tcp_listener_warns_at_start() {
+fn rules_that_cannot_apply_are_said_so_at_start() {
     let s = Server::start(&["--allow-uid", "0", "127.0.0.1:0"]);
     let l = s
         .stderr
@@ -649,6 +674,11 @@ fn allow_uid_with_a_tcp_listener_warns_at_start() {
         "{}",
         s.stderr.text()
     );
+    // --proxy-protocol without TCP: said to have no effect.
+    let sock2 = format!("unix:{}", dir.path().join("t.sock").display());
+    let s = Server::start(&["--proxy-protocol", "127.0.0.1", &sock2]);
+    s.stderr
+        .wait_for("--proxy-protocol applies to TCP connections only");
 }
 
 #[test]

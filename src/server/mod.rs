@@ -96,6 +96,11 @@ impl Config {
                     .map(|c| c.name.as_str()),
             )
             .collect::<Vec<_>>();
+        if !args.proxy_protocol.is_empty() && tcp.is_empty() {
+            crate::warn!(
+                "--proxy-protocol applies to TCP connections only, and sockserve serves none: it has no effect"
+            );
+        }
         if args.access().checks_unix() && !tcp.is_empty() {
             crate::warn!(
                 "--allow-uid and --allow-gid apply to Unix peers only: TCP clients on {} are not checked by them (use --allow and --deny for those)",
@@ -390,7 +395,7 @@ impl Acceptor {
             Peer::Tcp(a) if cfg.proxy_protocol.iter().any(|n| n.contains(&a.ip())) => a,
             _ => {
                 crate::info!(
-                    "{via}: refused: not allowed (not in --proxy-protocol, the networks whose PROXY headers are trusted)"
+                    "{via}: refused: not allowed (not in --proxy-protocol, the networks whose PROXY headers are trusted; add the balancer's address there if this is one)"
                 );
                 return self.refuse(Accepted::Tcp(stream), "not allowed");
             }
@@ -435,7 +440,7 @@ impl Acceptor {
                 }
                 Err(why) => {
                     drop(slot);
-                    crate::warn!("{via}: refused: {why}");
+                    crate::warn!("{via}: refused: {why}; check that it sends the PROXY protocol (HAProxy: send-proxy or send-proxy-v2; nginx: proxy_protocol on)");
                     this.refuse(Accepted::Tcp(stream), "bad PROXY header");
                     return;
                 }
