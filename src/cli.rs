@@ -200,42 +200,119 @@ impl ServeArgs {
     }
 }
 
+/// The protocol texts as sockclient sees them: what it expects to read.
+#[derive(Args, Debug, Clone)]
+pub struct ClientTextArgs {
+    /// The greeting expected on connect; when given, any other greeting is
+    /// an error (by default any greeting but a refusal is accepted)
+    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_GREETING, value_parser = protocol::validate_text, value_hint = ValueHint::Other)]
+    pub greeting: String,
+    /// The ack line expected from the server for every line sent
+    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_ACK, value_parser = protocol::validate_text, value_hint = ValueHint::Other)]
+    pub ack: String,
+    /// The text that marks a refusal: a greeting containing it means the
+    /// server will not serve this client
+    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_REFUSAL, value_parser = protocol::validate_text, value_hint = ValueHint::Other)]
+    pub refusal: String,
+}
+
+impl ClientTextArgs {
+    pub fn texts(&self) -> Texts {
+        Texts {
+            greeting: self.greeting.clone(),
+            ack: self.ack.clone(),
+            refusal: self.refusal.clone(),
+        }
+    }
+}
+
+/// A duration above zero (zero cannot bound a connect).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be above 0".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// A size in bytes: a whole number, optionally with the binary suffix `K`,
+/// `M` or `G` (`KiB`, `MiB`, `GiB` also accepted), above 0.
+pub fn byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let scale: usize = match &t[digits.len()..] {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{s}' is not a size (examples: 65536, 512K, 64M, 1G)"
+            ))
+        }
+    };
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(n) if n > 0 => Ok(n),
+        Some(_) => Err("must be above 0".to_string()),
+        None => Err(format!(
+            "'{s}' is not a size (examples: 65536, 512K, 64M, 1G)"
+        )),
+    }
+}
+
 /// Like netcat, for line protocols: sends standard input line by line,
-/// prints each acknowledgement, and exits 0 only if all of it was sent and
-/// every line was acked.
+/// prints each acknowledgement, resends what a broken connection lost, and
+/// exits 0 only if all of it was sent and every line was acked.
 #[derive(Parser, Debug)]
-#[command(name = "sockclient", version, max_term_width = 100)]
+#[command(
+    name = "sockclient",
+    version,
+    max_term_width = 100,
+    override_usage = "sockclient [-q | -v] [OPTIONS] <ADDRESS | HOST PORT>"
+)]
 pub struct ClientArgs {
     /// ADDRESS (HOST:PORT, [IPV6]:PORT, unix:PATH, unix:@NAME), or HOST PORT
-    #[arg(value_name = "ADDRESS", required = true, num_args = 1..=2)]
+    #[arg(value_name = "ADDRESS", required = true, num_args = 1..=2, value_hint = ValueHint::Other)]
     pub target: Vec<String>,
 
     #[command(flatten)]
-    pub texts: TextArgs,
+    pub texts: ClientTextArgs,
 
-    /// Give up connecting (and waiting for the greeting) after this long
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    /// Give up connecting (and waiting for the greeting) after this long;
+    /// above 0
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, value_hint = ValueHint::Other)]
     pub connect_timeout: Duration,
 
-    /// Try again this many times, with exponential backoff, when the
-    /// connection fails or the server refuses
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Try again up to N times in a row, with exponential backoff, when
+    /// connecting fails or the server refuses; also reconnect and resend
+    /// the unacked lines when the connection breaks
+    #[arg(long, value_name = "N", default_value_t = 0, value_hint = ValueHint::Other)]
     pub retry: u32,
 
     /// Give up when no ack comes for this long while acks are owed
-    /// (default: wait as long as the server keeps the connection)
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    /// (default, or 0: wait as long as the server keeps the connection)
+    #[arg(long, value_name = "DURATION", value_parser = duration, value_hint = ValueHint::Other)]
     pub ack_timeout: Option<Duration>,
+
+    /// Keep at most this many bytes of unacked lines; stop reading
+    /// standard input while it is full (K, M, G suffixes)
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = byte_size, value_hint = ValueHint::Other)]
+    pub window: usize,
 
     /// Print LINE<TAB>ACK for every acked line instead of the ack alone
     #[arg(long, conflicts_with = "quiet")]
     pub echo: bool,
 
-    /// Print nothing; only the exit status speaks
+    /// Print nothing on standard output, and no report of a stop; only
+    /// the exit status (and errors) speak
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print the greeting and a summary on standard error
+    /// Print the greeting, failed attempts, reconnects and a summary on
+    /// standard error
     #[arg(short, long)]
     pub verbose: bool,
 }
@@ -248,5 +325,37 @@ impl ClientArgs {
             [h, p] => Endpoint::from_host_port(h, p),
             _ => Err("give ADDRESS or HOST PORT".to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn window_sizes() {
+        assert_eq!(byte_size("65536"), Ok(65536));
+        assert_eq!(byte_size("512K"), Ok(512 << 10));
+        assert_eq!(byte_size("64M"), Ok(64 << 20));
+        assert_eq!(byte_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "0",
+            "0M",
+            "",
+            "M",
+            "1T",
+            "-1",
+            "1.5M",
+            "99999999999999999999G",
+        ] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connect_timeout_must_be_above_0() {
+        assert!(positive_duration("0").is_err());
+        assert!(positive_duration("0ms").is_err());
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
     }
 }

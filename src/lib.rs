@@ -20,7 +20,13 @@
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
 //!   one connection's life (`server/conn.rs`) and the output sink with its
 //!   group commit (`server/sink.rs`).
-//! - [`client`]: sockclient's pump and ledger of lines sent and acked.
+//! - [`safepath`]: the output file and our socket files, named relative
+//!   to a directory descriptor taken at start, never through a symbolic
+//!   link at the last component.
+//! - [`client`]: sockclient along its data path: `connect` (addresses,
+//!   timeouts, retries, greeting), `input` (standard input to the socket
+//!   through the window of unacked lines), `acks` (the socket's acks to
+//!   standard output), and the run with its verdict.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
 //!   error that carries one to `main`.
 //! - [`peer`]: who is on the other end of a connection, one type for
@@ -40,4 +46,5 @@ pub mod listen;
 pub mod notify;
 pub mod peer;
 pub mod protocol;
+pub mod safepath;
 pub mod server;

@@ -9,9 +9,8 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike};
 use nix::sys::stat::{umask, Mode};
@@ -19,6 +18,10 @@ use nix::sys::stat::{umask, Mode};
 use crate::diag::describe;
 use crate::endpoint::{Endpoint, DEFAULT_ADDRESS};
 use crate::exit::Failure;
+use crate::safepath::DirEntry;
+
+/// Bytes of `sun_path`, its terminating NUL included.
+const SUN_PATH_MAX: usize = 108;
 
 /// The listen backlog of the sockets we bind ourselves.
 pub const BACKLOG: i32 = 4096;
@@ -54,20 +57,22 @@ pub struct Connection {
 }
 
 /// A Unix socket file this process created. Dropping it removes the file,
-/// but only if it is still the very file we bound (same device and inode):
-/// a socket that somebody else put there since is never touched.
+/// but only if it is still the very file we bound (same device and inode),
+/// and only the name in the directory held since the bind (`unlinkat`):
+/// a socket that somebody else put there since, or a link planted in its
+/// place, is never touched.
 #[derive(Debug)]
 pub struct SocketFile {
-    path: PathBuf,
+    at: DirEntry,
     dev: u64,
     ino: u64,
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
-            if m.dev() == self.dev && m.ino() == self.ino {
-                let _ = std::fs::remove_file(&self.path);
+        if let Ok(st) = self.at.lstat() {
+            if st.st_dev == self.dev && st.st_ino == self.ino {
+                let _ = self.at.unlink();
             }
         }
     }
@@ -183,43 +188,83 @@ fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 }
 
 /// Binds a Unix socket file with exactly `mode`: the umask is narrowed for
-/// the bind, so the file is never wider than asked, not for an instant.
-/// A stale socket file (nobody accepts on it) is replaced; a live one, or
-/// anything that is not a socket, is not.
+/// the bind, so the file is never wider than asked, not for an instant,
+/// and nothing changes its mode by name afterwards (no `chmod`, which
+/// would follow a link swapped in). A stale socket file (nobody accepts
+/// on it) is replaced; a live one, or anything that is not a socket (a
+/// symbolic link included), is not. Every look-up and unlink is relative
+/// to the directory, opened once, and never follows a link.
 fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFile)> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
+    let at = DirEntry::new(path)?;
+    if let Some(why) = at.shared_dir(false) {
+        crate::warn!(
+            "the directory of socket {} is not private: {why}; another user can take the name while sockserve is down and clients would talk to them; use a directory only this user can write",
+            path.display()
+        );
+    }
+    // The directory as the kernel resolves it from our descriptor, so the
+    // connect and bind below land in the directory we checked; the path
+    // as given when /proc is missing or the name is too long for that.
+    let here = at
+        .dir_via_proc()
+        .map(|d| d.join(at.name()))
+        .filter(|p| p.as_os_str().len() < SUN_PATH_MAX)
+        .unwrap_or_else(|| path.to_path_buf());
+    match at.lstat() {
+        Ok(st) if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                "the path exists and is not a socket; not replacing it",
+                format!(
+                    "the path exists and is not a socket (it is {}); not replacing it",
+                    crate::safepath::kind_name(st.st_mode)
+                ),
             ));
         }
-        match UnixStream::connect(path) {
-            Ok(_) => {
+        Ok(st) => match probe_unix(&here) {
+            Ok(()) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     "address in use (a server is listening on it)",
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                std::fs::remove_file(path)?;
+                // Remove the name only if it is still the stale socket.
+                match at.lstat() {
+                    Ok(now) if now.st_dev == st.st_dev && now.st_ino == st.st_ino => at.unlink()?,
+                    _ => return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "the stale socket was replaced while sockserve checked it; not touching it",
+                    )),
+                }
             }
             Err(e) => return Err(e),
-        }
+        },
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
     }
-    let addr = socket::UnixAddr::new(path).map_err(io::Error::from)?;
+    let addr = socket::UnixAddr::new(&here).map_err(io::Error::from)?;
     // umask is process-wide: this runs before any thread starts.
     let old = umask(Mode::from_bits_truncate(0o777 & !mode));
     let bound = listen_on(AddressFamily::Unix, &addr, false);
     umask(old);
     let fd = bound?;
-    let meta = std::fs::symlink_metadata(path)?;
+    let st = at.lstat()?;
     let file = SocketFile {
-        path: path.to_path_buf(),
-        dev: meta.dev(),
-        ino: meta.ino(),
+        at,
+        dev: st.st_dev,
+        ino: st.st_ino,
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let got = st.st_mode & 0o7777;
+    if got & !mode != 0 {
+        // A default ACL on the directory overrides the umask. Do not serve
+        // on a socket wider than asked; `file` removes it again.
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the socket file got mode {got:04o}, wider than {mode:04o} (a default ACL on its directory?); use a directory without one"
+            ),
+        ));
+    }
     Ok((UnixListener::from(fd), file))
 }
 
@@ -250,9 +295,9 @@ pub struct Wanted<'a> {
 
 impl Sources {
     /// Takes inherited sockets (`LISTEN_FDS`, or a connection on standard
-    /// input), then binds the addresses asked for, or the default address
-    /// when nothing else is there. Must run before any thread starts.
-    pub fn take(want: Wanted<'_>) -> Result<Sources, Failure> {
+    /// input). Must run before any thread starts. [`Sources::bind`] binds
+    /// the rest, once the output is open.
+    pub fn inherit(want: Wanted<'_>) -> Result<Sources, Failure> {
         // Inherited sockets first: listenfd edits the environment.
         let inherited = take_inherited(want.fd_names).map_err(Failure::runtime)?;
         let mut sources = Sources {
@@ -260,11 +305,7 @@ impl Sources {
             connections: inherited.connections,
             inetd: false,
         };
-        let nothing_else = want.addresses.is_empty()
-            && sources.listeners.is_empty()
-            && sources.connections.is_empty()
-            && want.fd_names.is_empty();
-        if want.inetd || (nothing_else && stdin_is_connection()) {
+        if want.inetd || (sources.nothing_inherited(want) && stdin_is_connection()) {
             if !sources.listeners.is_empty() || !sources.connections.is_empty() {
                 return Err(Failure::runtime(format!(
                     "--inetd serves the one connection on standard input, but LISTEN_FDS passes {} more sockets; drop --inetd, or start sockserve without LISTEN_FDS",
@@ -286,8 +327,17 @@ impl Sources {
                 want.fd_names.join(" or ")
             )));
         }
+        Ok(sources)
+    }
+
+    /// Binds the addresses asked for, or the default address when nothing
+    /// was asked for and nothing inherited.
+    pub fn bind(&mut self, want: Wanted<'_>) -> Result<(), Failure> {
+        if self.inetd {
+            return Ok(());
+        }
         let default;
-        let addresses = if nothing_else {
+        let addresses = if self.nothing_inherited(want) {
             default = [DEFAULT_ADDRESS
                 .parse::<Endpoint>()
                 .map_err(Failure::runtime)?];
@@ -296,16 +346,40 @@ impl Sources {
             want.addresses
         };
         for a in addresses {
-            sources
-                .listeners
+            self.listeners
                 .extend(bind(a, want.unix_mode, want.reuse_port).map_err(Failure::runtime)?);
         }
-        Ok(sources)
+        Ok(())
+    }
+
+    fn nothing_inherited(&self, want: Wanted<'_>) -> bool {
+        want.addresses.is_empty()
+            && self.listeners.is_empty()
+            && self.connections.is_empty()
+            && want.fd_names.is_empty()
     }
 
     /// Only already-accepted connections: serve them, then exit.
     pub fn single(&self) -> bool {
         self.listeners.is_empty()
+    }
+}
+
+/// Whether a server listens on the Unix socket at `path`, without ever
+/// waiting: a non-blocking connect. A server whose listen queue is full
+/// (stopped, overloaded) answers `EAGAIN` at once, and is a server all
+/// the same; `ECONNREFUSED` means nobody listens (a stale socket).
+fn probe_unix(path: &Path) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = socket::UnixAddr::new(path).map_err(io::Error::from)?;
+    match socket::connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -10,7 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-const ACK: &str = "Information Received\n";
 const NOT_ALLOWED: &str = "not connect: not allowed\n";
 
 /// Connects to `to` from the source address `from` (any 127.0.0.0/8
@@ -48,7 +47,7 @@ fn tcp_peer_outside_allow_is_refused_and_nothing_it_sends_is_written() {
     assert_eq!(p.line(), None);
     let log = s.stderr.wait_for("refused: not allowed");
     assert!(log.starts_with("sockserve: 127.0.0.1:"), "{log}");
-    assert!(s.stop().success());
+    s.stop_success();
     assert!(s.output().is_empty());
 }
 
@@ -76,13 +75,9 @@ fn ipv6_rules() {
     let s = Server::start(&["--deny", "::1/128", "[::1]:0"]);
     let mut p = s.connect();
     assert_eq!(p.line().as_deref(), Some(NOT_ALLOWED));
-    let r = run_client(&[s.addr()], b"x\n");
-    assert_eq!(r.code(), 3);
-    assert!(
-        r.stderr.contains("not connect: not allowed"),
-        "{}",
-        r.stderr
-    );
+    run_client(&[s.addr()], b"x\n")
+        .assert_code(3)
+        .assert_stderr_contains("not connect: not allowed");
 }
 
 #[test]
@@ -92,8 +87,7 @@ fn bad_rules_are_usage_errors() {
         &["--deny", "nope"],
         &["--allow-uid", "no-such-user-here"],
     ] {
-        let r = run_bin(sockserve_bin(), args, b"");
-        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+        run_bin(sockserve_bin(), args, b"").assert_code(2);
     }
 }
 
@@ -104,19 +98,14 @@ fn shared_dir() -> tempfile::TempDir {
     d
 }
 
-fn can_run_as_nobody() -> bool {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: not root, cannot run a client as another user");
-        return false;
-    }
+/// Fails the test unless a client can run as another user here.
+fn require_nobody() {
+    require(is_root(), "not root, cannot run a client as another user");
     let ok = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIP: setpriv cannot switch to uid 65534 here");
-    }
-    ok
+    require(ok, "setpriv cannot switch to uid 65534 here");
 }
 
 /// sockclient as uid/gid 65534 (nobody/nogroup).
@@ -132,27 +121,21 @@ fn client_as_nobody(addr: &str, input: &[u8]) -> ClientRun {
 }
 
 #[test]
+#[ignore = "needs root and setpriv"]
 fn unix_peer_credentials_are_checked() {
-    if !can_run_as_nobody() {
-        return;
-    }
+    require_nobody();
     let dir = shared_dir();
     let addr = format!("unix:{}", dir.path().join("cred.sock").display());
     let mut s = Server::start(&["--unix-mode", "0666", "--allow-uid", "root", &addr]);
     // root may.
-    let r = run_client(&[&addr], b"from root\n");
-    assert_eq!(r.code(), 0, "{}", r.stderr);
+    run_client(&[&addr], b"from root\n").assert_success();
     // nobody may not: refusal, exit 3, nothing written.
-    let r = client_as_nobody(&addr, b"from nobody\n");
-    assert_eq!(r.code(), 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("not connect: not allowed"),
-        "{}",
-        r.stderr
-    );
+    client_as_nobody(&addr, b"from nobody\n")
+        .assert_code(3)
+        .assert_stderr_contains("not connect: not allowed");
     let l = s.stderr.wait_for("refused: not allowed");
     assert!(l.contains("unix:uid=65534,pid="), "{l}");
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"from root\n");
 
     // --allow-gid lets a group in.
@@ -165,27 +148,26 @@ fn unix_peer_credentials_are_checked() {
         "65534",
         &addr,
     ]);
-    let r = client_as_nobody(&addr, b"nogroup member\n");
-    assert_eq!(r.code(), 0, "{}", r.stderr);
-    assert!(s.stop().success());
+    client_as_nobody(&addr, b"nogroup member\n").assert_success();
+    s.stop_success();
     assert_eq!(s.output(), b"nogroup member\n");
 }
 
 #[test]
+#[ignore = "needs root and setpriv"]
 fn unix_mode_keeps_other_users_out() {
-    if !can_run_as_nobody() {
-        return;
-    }
+    require_nobody();
     let dir = shared_dir();
     let addr = format!("unix:{}", dir.path().join("mode.sock").display());
     let _s = Server::start(&[&addr]);
     // Default 0660, owned by root: nobody cannot even connect.
-    let r = client_as_nobody(&addr, b"x\n");
-    assert_eq!(r.code(), 4, "{}", r.stderr);
-    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+    client_as_nobody(&addr, b"x\n")
+        .assert_code(4)
+        .assert_stderr_contains("permission denied");
 }
 
 #[test]
+#[ignore = "needs strace"]
 fn socket_file_is_never_wider_than_asked() {
     // The mode is set by narrowing the umask around bind(2), not by a
     // chmod after it: strace shows the order of the calls.
@@ -193,27 +175,22 @@ fn socket_file_is_never_wider_than_asked() {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have {
-        eprintln!("SKIP: strace not installed");
-        return;
-    }
+    require(have, "strace is not installed (Debian package strace)");
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("umask.sock");
     let trace = dir.path().join("trace");
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new("strace");
-    b.cmd.args([
-        "-f",
-        "-o",
-        trace.to_str().unwrap(),
-        "-e",
-        "trace=umask,bind,chmod,fchmodat",
-        sockserve_bin(),
-    ]);
-    b.cmd
-        .args(["--unix-mode", "0600", &format!("unix:{}", sock.display())]);
     // Past "listening on", the bind and the umask around it are done.
-    let _s = b.start();
+    let _s = ServerBuilder::via("strace")
+        .args([
+            "-f",
+            "-o",
+            trace.to_str().unwrap(),
+            "-e",
+            "trace=umask,bind,chmod,fchmodat",
+            sockserve_bin(),
+        ])
+        .args(["--unix-mode", "0600", &format!("unix:{}", sock.display())])
+        .start();
     let mut t = String::new();
     assert!(eventually(WAIT, || {
         t = std::fs::read_to_string(&trace).unwrap_or_default();

@@ -5,34 +5,24 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
-const ACK: &str = "Information Received\n";
-
-fn activator() -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", "command -v systemd-socket-activate"])
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if p.is_empty() {
-        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
-        None
-    } else {
-        Some(p)
-    }
+/// The activator's path; fails the test if it is not installed.
+fn activator() -> String {
+    require_tool("systemd-socket-activate", "systemd")
 }
 
 /// `systemd-socket-activate ARGS... sockserve SERVE_ARGS...`, waiting for
 /// its own "Listening on" lines (one per -l).
 fn activate(bin: &str, args: &[&str], serve_args: &[&str]) -> Server {
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(bin);
-    b.cmd.args(args).arg(sockserve_bin()).args(serve_args);
-    b.listeners = 0;
-    let s = b.start();
+    let s = ServerBuilder::via(bin)
+        .args(args)
+        .arg(sockserve_bin())
+        .args(serve_args)
+        .listeners(0)
+        .start();
     let want = args.iter().filter(|a| **a == "-l").count();
     assert!(eventually(WAIT, || s
         .stderr
@@ -45,8 +35,9 @@ fn activate(bin: &str, args: &[&str], serve_args: &[&str]) -> Server {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn accept_yes_one_process_per_connection() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let addr = format!("127.0.0.1:{}", free_port());
     let s = activate(&bin, &["-l", &addr, "--accept"], &["-v"]);
     for i in 0..3 {
@@ -64,16 +55,13 @@ fn accept_yes_one_process_per_connection() {
         .count()
         == 3));
     assert!(eventually(WAIT, || s.output() == b"conn 0\nconn 1\nconn 2\n"));
-    assert!(
-        !s.stderr.text().contains("listening on"),
-        "{}",
-        s.stderr.text()
-    );
+    s.stderr.assert_lacks("listening on");
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn inetd_mode_connection_on_stdin_lines_to_stderr() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let addr = format!("127.0.0.1:{}", free_port());
     let s = activate(&bin, &["-l", &addr, "--accept", "--inetd"], &[]);
     let mut p = Peer::connect(&addr).greeted();
@@ -87,8 +75,9 @@ fn inetd_mode_connection_on_stdin_lines_to_stderr() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn inetd_flag_with_output_file() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("in.log");
     let addr = format!("127.0.0.1:{}", free_port());
@@ -104,8 +93,9 @@ fn inetd_flag_with_output_file() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn fd_names_select_sockets() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let (a, b) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
@@ -121,12 +111,13 @@ fn fd_names_select_sockets() {
     assert_eq!(p.line().as_deref(), Some(ACK));
     let l = s.stderr.wait_for("sockserve: listening on");
     assert!(l.contains(&format!("{b} (second, fd 4)")), "{l}");
-    assert!(!s.stderr.text().contains(&format!("listening on {a}")));
+    s.stderr.assert_lacks(&format!("listening on {a}"));
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn fd_name_that_matches_nothing_is_an_error() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let a = format!("127.0.0.1:{}", free_port());
     let s = activate(&bin, &["-l", &a, "--fdname=web"], &["--fd-name", "lines"]);
     let _ = std::net::TcpStream::connect(&a);
@@ -138,8 +129,9 @@ fn fd_name_that_matches_nothing_is_an_error() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn unix_socket_passed_in_is_never_unlinked() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("act.sock");
     let spec = path.to_str().unwrap().to_string();
@@ -149,7 +141,7 @@ fn unix_socket_passed_in_is_never_unlinked() {
     assert_eq!(p.line().as_deref(), Some(ACK));
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert!(s.stop().success());
+    s.stop_success();
     assert!(
         path.exists(),
         "sockserve removed a socket it did not create"
@@ -164,62 +156,52 @@ fn spawn_with_fd3(fd: i32, env: &[(&str, &str)], args: &[&str]) -> ClientRun {
         cmd.env(k, v);
     }
     with_fd3(&mut cmd, fd);
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    ClientRun {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_command(cmd, b"")
 }
 
 #[test]
 fn fd_3_a_regular_file_is_a_clear_error() {
     let f = tempfile::tempfile().unwrap();
-    let r = spawn_with_fd3(f.as_raw_fd(), &[("LISTEN_FDS", "1")], &[]);
-    assert_eq!(r.code(), 1);
-    assert_eq!(
-        r.stderr,
-        "sockserve: inherited fd 3 (fd 3): is a regular file, not a stream socket\n"
-    );
+    spawn_with_fd3(f.as_raw_fd(), &[("LISTEN_FDS", "1")], &[])
+        .assert_code(1)
+        .assert_stderr(
+            "sockserve: inherited fd 3 (fd 3): is a regular file, not a stream socket\n",
+        );
 }
 
 #[test]
 fn fd_3_a_datagram_socket_is_a_clear_error() {
     let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let r = spawn_with_fd3(
+    spawn_with_fd3(
         u.as_raw_fd(),
         &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "dgram")],
         &[],
-    );
-    assert_eq!(r.code(), 1);
-    assert_eq!(
-        r.stderr,
-        "sockserve: inherited fd 3 (dgram): is a datagram socket, not a stream socket\n"
+    )
+    .assert_code(1)
+    .assert_stderr(
+        "sockserve: inherited fd 3 (dgram): is a datagram socket, not a stream socket\n",
     );
 }
 
 #[test]
 fn listen_fds_counting_more_fds_than_passed() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let r = spawn_with_fd3(l.as_raw_fd(), &[("LISTEN_FDS", "2")], &[]);
-    assert_eq!(r.code(), 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "inherited fd 4 (fd 4): is not open (LISTEN_FDS counts more fds than were passed)"
-        ),
-        "{}",
-        r.stderr
-    );
+    spawn_with_fd3(l.as_raw_fd(), &[("LISTEN_FDS", "2")], &[])
+        .assert_code(1)
+        .assert_stderr_contains(
+            "inherited fd 4 (fd 4): is not open (LISTEN_FDS counts more fds than were passed)",
+        );
 }
 
 #[test]
 fn inherited_fd_is_made_close_on_exec() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fd = l.as_raw_fd();
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    with_fd3(&mut b.cmd, fd);
-    let s = b.start();
+    let s = ServerBuilder::new(&[])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .configure(|c| with_fd3(c, fd))
+        .start();
     let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", s.pid())).unwrap();
     let flags = info
         .lines()

@@ -10,12 +10,10 @@ mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-const ACK: &str = "Information Received\n";
 const NOT_ALLOWED: &str = "not connect: not allowed\n";
 const BAD_HEADER: &str = "not connect: bad PROXY header\n";
 const TOO_MANY: &str = "not connect: too many connections from your address\n";
@@ -539,33 +537,21 @@ fn reuse_port_lets_two_servers_share_a_port() {
     assert_eq!(r.code(), 0, "{}", r.stderr);
 }
 
-fn activator() -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", "command -v systemd-socket-activate"])
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if p.is_empty() {
-        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
-        None
-    } else {
-        Some(p)
-    }
+fn activator() -> String {
+    require_tool("systemd-socket-activate", "systemd")
 }
 
 /// sockserve ARGS under `systemd-socket-activate -l PORT` (a bare port:
 /// a dual-stack socket, where IPv4 clients arrive as ::ffff:a.b.c.d).
 fn dual_stack(bin: &str, extra: &[&str], args: &[&str]) -> (Server, String) {
     let port = free_port();
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(bin);
-    b.cmd
+    let s = ServerBuilder::via(bin)
         .args(["-l", &port.to_string()])
         .args(extra)
         .arg(sockserve_bin())
-        .args(args);
-    b.listeners = 0;
-    let s = b.start();
+        .args(args)
+        .listeners(0)
+        .start();
     assert!(eventually(WAIT, || s
         .stderr
         .text()
@@ -574,8 +560,9 @@ fn dual_stack(bin: &str, extra: &[&str], args: &[&str]) -> (Server, String) {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn mapped_rules_on_a_dual_stack_socket() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let (s, addr) = dual_stack(&bin, &[], &["--deny", "::ffff:127.0.0.1", "-v"]);
     let mut p = connect_from("127.0.0.1", &addr);
     assert_eq!(p.line().as_deref(), Some(NOT_ALLOWED));
@@ -596,18 +583,16 @@ fn mapped_rules_on_a_dual_stack_socket() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn proxy_protocol_on_an_inherited_listener() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(&bin);
-    b.cmd.args(["-l", &addr]).arg(sockserve_bin()).args([
-        "--proxy-protocol",
-        "127.0.0.1",
-        "--prefix-peer",
-    ]);
-    b.listeners = 0;
-    let s = b.start();
+    let s = ServerBuilder::via(&bin)
+        .args(["-l", &addr])
+        .arg(sockserve_bin())
+        .args(["--proxy-protocol", "127.0.0.1", "--prefix-peer"])
+        .listeners(0)
+        .start();
     assert!(eventually(WAIT, || s
         .stderr
         .text()
@@ -621,21 +606,20 @@ fn proxy_protocol_on_an_inherited_listener() {
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn proxy_protocol_on_an_accepted_connection() {
-    let Some(bin) = activator() else { return };
+    let bin = activator();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(&bin);
-    b.cmd
-        .args(["-l", &addr, "--accept", "--inetd"])
-        .arg(sockserve_bin())
-        .args(["--proxy-protocol", "127.0.0.1", "--prefix-peer", "-o"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    b.cmd.arg(&out);
-    b.listeners = 0;
-    let s = b.start();
+    let s = ServerBuilder::via(&bin)
+        .args(["-l", &addr, "--accept", "--inetd"])
+        .arg(sockserve_bin())
+        .args(["--proxy-protocol", "127.0.0.1", "--prefix-peer", "-o"])
+        .arg(&out)
+        .listeners(0)
+        .start();
     assert!(eventually(WAIT, || s
         .stderr
         .text()

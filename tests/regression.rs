@@ -47,10 +47,10 @@ fn inetd_with_an_address_is_a_usage_error() {
     for extra in [&["127.0.0.1:0"][..], &["--fd-name", "x"][..]] {
         let mut args = vec!["--inetd", "-o", log.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let r = run_bin(sockserve_bin(), &args, b"");
-        assert_eq!(r.code(), 2, "{}", r.stderr);
-        assert!(r.stderr.contains("--inetd"), "{}", r.stderr);
-        assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+        run_bin(sockserve_bin(), &args, b"")
+            .assert_code(2)
+            .assert_stderr_contains("--inetd")
+            .assert_stderr_contains("cannot be used with");
     }
 }
 
@@ -127,4 +127,335 @@ fn server_closing_before_the_end_of_input_is_exit_1() {
         m.contains("the input was not sent to its end (the server closed the connection); lines sent and acknowledged: 1"),
         "{m}"
     );
+}
+
+/// A one-connection fake server on 127.0.0.1 for the tests below.
+fn fake_server(behave: impl FnOnce(std::net::TcpStream) + Send + 'static) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((s, _)) = l.accept() {
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            behave(s);
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens: a port bound a moment ago and let go.
+fn closed_port_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// sockclient exited 0 when SIGTERM stopped it after 20 of 100 lines: the
+/// 80 lines never read were lost in silence. A stop is 128 + the signal's
+/// number when every line read was acked.
+#[test]
+fn sigterm_after_20_of_100_lines_is_not_0() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = Server::start(&["127.0.0.1:0"]);
+    let mut child = spawn_piped(sockclient_bin(), &[s.addr()]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let input: String = (0..20).map(|i| format!("line {i}\n")).collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    for _ in 0..20 {
+        let mut ack = String::new();
+        out.read_line(&mut ack).unwrap();
+        assert_eq!(ack, "Information Received\n");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, WAIT, &err);
+    drop(stdin);
+    assert_eq!(st.code(), Some(143), "{}", err.text());
+    let m = err.wait_for("sockclient:");
+    assert_eq!(m, "sockclient: stopped by SIGTERM: sent 20, acked 20");
+}
+
+/// `seq 5000000 | sockclient ADDR | head -1` exited 0 after some 35,000
+/// lines: a closed standard output with input left is now 141, as for a
+/// program that SIGPIPE ended, and quiet.
+#[test]
+fn closed_stdout_with_input_left_is_141_not_0() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = Server::start(&["-o", "/dev/null", "127.0.0.1:0"]);
+    let mut child = spawn_piped(sockclient_bin(), &[s.addr()]);
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut buf = Vec::with_capacity(1 << 20);
+        for i in 1..=5_000_000u32 {
+            buf.extend_from_slice(format!("{i}\n").as_bytes());
+            if buf.len() >= 1 << 20 {
+                if stdin.write_all(&buf).is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+        }
+        let _ = stdin.write_all(&buf);
+    });
+    let err = Lines::collect(child.stderr.take().unwrap());
+    {
+        // head -1
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert_eq!(first, "Information Received\n");
+    }
+    let st = wait_child(&mut child, WAIT, &err);
+    writer.join().unwrap();
+    assert_eq!(st.code(), Some(141), "{}", err.text());
+    assert_eq!(err.text(), "");
+}
+
+/// More acks than lines sent (something between the two wrote lines of
+/// its own) was a warning and exit 0. It is a protocol violation: exit 1,
+/// with the counts.
+#[test]
+fn more_acks_than_lines_sent_is_exit_1() {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = fake_server(|mut s| {
+        s.write_all(b"connect\n").unwrap();
+        let r = BufReader::new(s.try_clone().unwrap());
+        for _ in r.lines().map_while(Result::ok) {
+            s.write_all(b"Information Received\nInformation Received\n")
+                .unwrap();
+        }
+    });
+    let r = run_client(&[&addr], b"a\nb\n");
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    // How many acks were extra depends on how many lines were in flight
+    // when the first pair came.
+    assert!(
+        r.stderr.contains("sockclient: protocol violation: ")
+            && r.stderr
+                .contains(" more acks came than lines were sent (sent "),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A Unix socket server with a full backlog hung sockclient for ever in a
+/// blocking connect(2), deaf to SIGTERM and past --connect-timeout.
+#[test]
+fn a_full_backlog_unix_server_does_not_hang_sockclient() {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let listener = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let addr = UnixAddr::new(&path).unwrap();
+    socket::bind(listener.as_raw_fd(), &addr).unwrap();
+    socket::listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    // Fill the backlog: connect until the kernel says it is full.
+    let mut held = Vec::new();
+    loop {
+        let c = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        match socket::connect(c.as_raw_fd(), &addr) {
+            Ok(()) => held.push(c),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+        assert!(held.len() < 1000, "the backlog never filled");
+    }
+    let target = format!("unix:{}", path.display());
+    // Bounded by --connect-timeout: exit 4.
+    let t = Instant::now();
+    let r = run_client(&["--connect-timeout", "500ms", &target], b"x\n");
+    assert_eq!(r.code(), 4, "{}", r.stderr);
+    assert!(r.stderr.contains("timed out"), "{}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // And SIGTERM stops it while it waits: nothing was lost, so 143.
+    let mut child = spawn_piped(
+        sockclient_bin(),
+        &["-v", "--connect-timeout", "60s", &target],
+    );
+    let err = Lines::collect(child.stderr.take().unwrap());
+    // Ready when it has its socket (and so is connecting).
+    let pid = child.id() as i32;
+    assert!(eventually(WAIT, || fd_targets(pid)
+        .iter()
+        .any(|t| t.contains("socket:"))));
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, WAIT, &err);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(st.code(), Some(143), "{}", err.text());
+    drop(held);
+}
+
+/// Ctrl-C did not stop a retrying client: the back-off sleep ignored
+/// SIGINT and SIGTERM (`--retry 1000000` ran on for ever).
+#[test]
+fn sigint_stops_a_retrying_client_within_a_second() {
+    use std::time::{Duration, Instant};
+    let addr = closed_port_addr();
+    let mut child = spawn_piped(sockclient_bin(), &["-v", "--retry", "1000000", &addr]);
+    let err = Lines::collect(child.stderr.take().unwrap());
+    // Wait until it sleeps between attempts for more than a second.
+    err.wait_for("retry 5 of 1000000 in 1.6 s");
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = wait_child(&mut child, WAIT, &err);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(st.code(), Some(130), "{}", err.text());
+}
+
+/// `-v` printed each failed connect twice: "cannot connect ...: connection
+/// refused", then the same with "; retry 1 of 1 in 0.1 s".
+#[test]
+fn verbose_prints_each_failed_connect_once() {
+    let addr = closed_port_addr();
+    let r = run_client(&["-v", "--retry", "1", &addr], b"x\n");
+    assert_eq!(r.code(), 4, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("connection refused").count(),
+        2,
+        "{}",
+        r.stderr
+    );
+}
+
+/// `--connect-timeout 0` cannot work (every connect would time out at
+/// once): a usage error, exit 2.
+#[test]
+fn connect_timeout_0_is_a_usage_error() {
+    let r = run_client(&["--connect-timeout", "0", "127.0.0.1:1"], b"x\n");
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--connect-timeout"), "{}", r.stderr);
+}
+
+/// sockclient printed what a server sent (refusal reason, unexpected
+/// lines, the greeting under -v) raw on standard error: a hostile server
+/// could retitle the terminal, clear it, or over-print a fake summary.
+#[test]
+fn text_from_a_hostile_server_is_escaped() {
+    use std::io::{Read, Write};
+    let evil = "\x1b]0;owned\x07\x1b[2J\rsent 9, acked 9\u{9b}31m";
+    let refuse = fake_server(move |mut s| {
+        s.write_all(format!("not connect: {evil}\n").as_bytes())
+            .unwrap();
+    });
+    let r = run_client(&[&refuse], b"x\n");
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+    let chatty = fake_server(move |mut s| {
+        s.write_all(format!("connect {evil}\n").as_bytes()).unwrap();
+        let mut b = [0u8; 64];
+        let _ = s.read(&mut b);
+        s.write_all(format!("{evil}\nInformation Received\n").as_bytes())
+            .unwrap();
+        // Close only after the client's half-close: no reset.
+        while s.read(&mut b).is_ok_and(|n| n > 0) {}
+    });
+    let r2 = run_client(&["-v", "--echo", &chatty], b"mine \x1b[1m\n");
+    assert_eq!(r2.code(), 0, "{}", r2.stderr);
+    // The client's own line is printed unchanged.
+    assert_eq!(r2.out(), "mine \x1b[1m\tInformation Received\n");
+    for err in [&r.stderr, &r2.stderr] {
+        assert!(
+            !err.contains(['\x1b', '\x07', '\r', '\u{9b}']),
+            "raw control characters: {err:?}"
+        );
+        assert!(err.contains("\\x1b]0;owned\\x07"), "{err:?}");
+    }
+    assert!(
+        r2.stderr
+            .contains("sockclient: greeting: connect \\x1b]0;owned"),
+        "{:?}",
+        r2.stderr
+    );
+    assert!(
+        r2.stderr.contains("unexpected line from the server: \\x1b"),
+        "{:?}",
+        r2.stderr
+    );
+}
+
+/// sockclient reported the server's `error: line too long` as an
+/// "unexpected line from the server"; it names it as the server's error.
+#[test]
+fn the_servers_error_line_is_reported_as_such() {
+    let s = Server::start(&["--max-line", "10", "127.0.0.1:0"]);
+    let r = run_client(&[s.addr()], b"short\nthis line is too long\nnever\n");
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("unexpected line"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "2 of 3 lines were not acknowledged (the server reported an error: line too long (max 10 bytes))"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+/// sockserve probed an existing Unix socket file with a blocking connect:
+/// a server there whose listen queue is full (stopped, overloaded) hung
+/// sockserve's start for ever. The probe never waits now: a full queue is
+/// a live server, and the start fails at once with "address in use".
+#[test]
+fn a_full_listen_queue_at_the_socket_path_does_not_hang_the_start() {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let addr = UnixAddr::new(&path).unwrap();
+    let listener = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    socket::bind(listener.as_raw_fd(), &addr).unwrap();
+    socket::listen(&listener, socket::Backlog::new(0).unwrap()).unwrap();
+    // Fill the queue: connect without waiting until the kernel says EAGAIN.
+    let mut queued = Vec::new();
+    loop {
+        let c = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match socket::connect(c.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(c),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(queued.len() < 1000, "the listen queue never filled");
+    }
+    let started = std::time::Instant::now();
+    run_bin(sockserve_bin(), &[&format!("unix:{}", path.display())], b"")
+        .assert_code(1)
+        .assert_stderr_contains("address in use");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(listener);
 }

@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
@@ -17,26 +14,58 @@ fn greeting_then_one_ack_per_line_byte_for_byte() {
     let mut p = s.connect().greeted();
     p.send(b"hello\nCR LF line\r\n\nlast").unwrap();
     p.half_close();
-    assert_eq!(p.rest(), "Information Received\n".repeat(4));
-    assert!(s.stop().success());
+    assert_eq!(p.rest(), ACK.repeat(4));
+    s.stop_success();
     // Empty lines count; CR LF is one line without its CR; a last line
     // without a newline gets one.
     assert_eq!(s.output(), b"hello\nCR LF line\n\nlast\n");
 }
 
+/// Every byte value but newline, with and without CR; invalid UTF-8;
+/// lone CRs; a CR kept before a CR LF; empty lines, plain and CR LF; a
+/// line of exactly --max-line bytes. The bytes come out exactly (only
+/// the CR before each LF dropped), one ack per line, and a half-close
+/// then ends the connection with nothing more. One byte over the limit
+/// closes its connection with an error, and is not written.
 #[test]
-fn every_byte_value_but_newline_passes_through() {
-    let mut s = Server::start(&["127.0.0.1:0"]);
-    let mut line: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n' && b != b'\r').collect();
-    line.extend_from_slice(b"\xff\xfe invalid utf-8 \xc3\x28 and a lone \r in the middle");
-    line.push(b'\n');
+fn every_byte_value_passes_through_and_both_sides_of_the_limit() {
+    let mut s = Server::start(&["--max-line", "400", "127.0.0.1:0"]);
+    let all: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n').collect();
+    let mut no_cr: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n' && b != b'\r').collect();
+    no_cr.extend_from_slice(b"\xff\xfe invalid utf-8 \xc3\x28 and a lone \r in the middle");
+    let pieces: [&[u8]; 8] = [
+        &all,
+        &no_cr,
+        b"\xc3\x28\xa0\xa1 \xf0\x28\x8c\xbc",
+        b"lone\rcr",
+        b"trailing cr kept\r\r",
+        b"",
+        b"\r",
+        &[b'm'; 400],
+    ];
+    let mut input = Vec::new();
+    let mut want = Vec::new();
+    for piece in pieces {
+        input.extend_from_slice(piece);
+        input.push(b'\n');
+        let line = piece.strip_suffix(b"\r").unwrap_or(piece);
+        want.extend_from_slice(line);
+        want.push(b'\n');
+    }
     let mut p = s.connect().greeted();
-    p.send(&line).unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    p.send(&input).unwrap();
+    for _ in pieces {
+        assert_eq!(p.line().as_deref(), Some(ACK));
+    }
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert!(s.stop().success());
-    assert_eq!(s.output(), line);
+    let mut q = s.connect().greeted();
+    let mut long = vec![b'm'; 401];
+    long.push(b'\n');
+    q.send(&long).unwrap();
+    assert_eq!(q.rest(), "error: line too long (max 400 bytes)\n");
+    s.stop_success();
+    assert_eq!(s.output(), want);
 }
 
 #[test]
@@ -66,12 +95,12 @@ fn serves_tcp4_tcp6_unix_and_abstract_at_once() {
     for (i, a) in s.addrs.clone().iter().enumerate() {
         let mut p = Peer::connect(a).greeted();
         p.send(format!("via {i}\n").as_bytes()).unwrap();
-        assert_eq!(p.line().as_deref(), Some("Information Received\n"), "{a}");
+        assert_eq!(p.line().as_deref(), Some(ACK), "{a}");
     }
     assert!(s.addrs[1].starts_with("[::1]:"));
     assert_eq!(s.addrs[2], format!("unix:{}", sock.display()));
     assert_eq!(s.addrs[3], abs);
-    assert!(s.stop().success());
+    s.stop_success();
     let out = String::from_utf8(s.output()).unwrap();
     for i in 0..4 {
         assert!(out.contains(&format!("via {i}\n")), "{out}");
@@ -85,12 +114,12 @@ fn default_address_is_the_tutorials() {
     assert_eq!(s.addr(), "127.0.0.1:10008");
     let mut p = s.connect().greeted();
     p.send(b"SOME DATA\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     // The client closes first, so no TIME_WAIT is left on port 10008 for
     // the tutorial's server.php (no SO_REUSEADDR) in the shell tests.
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert!(s.stop().success());
+    s.stop_success();
 }
 
 #[test]
@@ -112,7 +141,7 @@ fn many_clients_at_once_and_a_silent_one_delays_nobody() {
                 }
                 p.send(text.as_bytes()).unwrap();
                 p.half_close();
-                assert_eq!(p.rest(), "Information Received\n".repeat(200));
+                assert_eq!(p.rest(), ACK.repeat(200));
             })
         })
         .collect();
@@ -129,87 +158,21 @@ fn many_clients_at_once_and_a_silent_one_delays_nobody() {
 }
 
 #[test]
-fn ack_waits_until_the_line_is_written() {
-    // The server's stdout is a pipe nobody reads yet: once it is full,
-    // lines cannot be written, so they must not be acked.
-    let (mut reader, writer) = std::io::pipe().unwrap();
-    let s = ServerBuilder::new(&["127.0.0.1:0"])
-        .stdout(writer.into())
-        .start();
-    let addr = s.addr().to_string();
-    let total = 1024;
-    // 1 MiB of lines, far more than a pipe holds, from its own thread.
-    let sender = std::thread::spawn(move || {
-        let mut p = Peer::connect(&addr).greeted();
-        let line = format!("{}\n", "y".repeat(1000));
-        for _ in 0..total {
-            p.send(line.as_bytes()).unwrap();
-        }
-        p
-    });
-    let mut p = sender.join().unwrap_or_else(|_| panic!("sender"));
-    p.set_timeout(Duration::from_millis(500));
-    let mut buf = [0u8; 65536];
-    let mut acked = 0;
-    while let Some(n) = p2_read(&mut p, &mut buf) {
-        acked += count_lines(&buf[..n]);
-    }
-    assert!(
-        acked < 200,
-        "{acked} lines acked while the output was blocked"
-    );
-    // Now read the output: everything gets written, then acked.
-    let drain = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = reader.read_to_end(&mut v);
-        v
-    });
-    p.set_timeout(WAIT);
-    while acked < total {
-        let n = p2_read(&mut p, &mut buf).expect("acks resume once the output drains");
-        acked += count_lines(&buf[..n]);
-    }
-    assert_eq!(acked, total);
-    drop(s);
-    assert_eq!(count_lines(&drain.join().unwrap()), total);
-}
-
-fn p2_read(p: &mut Peer, buf: &mut [u8]) -> Option<usize> {
-    let r = match p {
-        Peer::Tcp(s) => s.read(buf),
-        Peer::Unix(s) => s.read(buf),
-    };
-    match r {
-        Ok(0) => None,
-        Ok(n) => Some(n),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
-#[test]
 fn line_of_max_length_passes_one_more_is_refused() {
     let mut s = Server::start(&["--max-line", "10", "127.0.0.1:0"]);
     let mut p = s.connect().greeted();
     p.send(b"0123456789\n0123456789\r\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     p.send(b"ok\n0123456789A\nnever\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     let rest = p.rest();
     assert_eq!(rest, "error: line too long (max 10 bytes)\n");
     assert!(s
         .stderr
         .wait_for("closed (line too long)")
         .contains("3 lines, 3 acks"));
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"0123456789\n0123456789\nok\n");
 }
 
@@ -243,21 +206,16 @@ fn unix_socket_mode_stale_live_and_cleanup() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     // A live one is not.
-    let r = run_bin(sockserve_bin(), &[&addr], b"");
-    assert_eq!(r.code(), 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("sockserve: cannot bind {addr}: address in use")),
-        "{}",
-        r.stderr
-    );
-    assert!(s.stop().success());
+    run_bin(sockserve_bin(), &[&addr], b"")
+        .assert_code(1)
+        .assert_stderr_contains(&format!("sockserve: cannot bind {addr}: address in use"));
+    s.stop_success();
     assert!(!path.exists(), "socket file left behind");
     // Nor is a file that is not a socket.
     std::fs::write(&path, "data").unwrap();
-    let r = run_bin(sockserve_bin(), &[&addr], b"");
-    assert_eq!(r.code(), 1);
-    assert!(r.stderr.contains("is not a socket"), "{}", r.stderr);
+    run_bin(sockserve_bin(), &[&addr], b"")
+        .assert_code(1)
+        .assert_stderr_contains("is not a socket");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
 }
 
@@ -280,11 +238,10 @@ fn sigint_and_sigterm_stop_cleanly_with_every_acked_line_written() {
             p.send(format!("line {i}\n").as_bytes()).unwrap();
         }
         for _ in 0..100 {
-            assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+            assert_eq!(p.line().as_deref(), Some(ACK));
         }
         s.signal(sig);
-        let st = s.wait();
-        assert_eq!(st.code(), Some(0), "{sig}: {}", s.stderr.text());
+        s.assert_exit(0);
         let out = String::from_utf8(s.output()).unwrap();
         assert_eq!(out.lines().count(), 100);
     }
@@ -295,14 +252,13 @@ fn cannot_bind_is_exit_1_with_a_clear_message() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
     let r = run_bin(sockserve_bin(), &[&addr], b"");
-    assert_eq!(r.code(), 1);
-    assert!(
-        r.stderr
-            .starts_with(&format!("sockserve: cannot bind {addr}: address in use")),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stdout.is_empty());
+    r.assert_code(1).assert_stdout("");
+    if !r
+        .stderr
+        .starts_with(&format!("sockserve: cannot bind {addr}: address in use"))
+    {
+        r.fail("expected stderr to start with the bind error");
+    }
 }
 
 #[test]
@@ -315,9 +271,9 @@ fn usage_errors_are_exit_2() {
         &["--unix-mode", "999"],
         &["--ack", ""],
     ] {
-        let r = run_bin(sockserve_bin(), args, b"");
-        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("error"), "{args:?}: {}", r.stderr);
+        run_bin(sockserve_bin(), args, b"")
+            .assert_code(2)
+            .assert_stderr_contains("error");
     }
 }
 
@@ -332,10 +288,10 @@ fn closed_stdout_is_exit_1_not_a_panic() {
     p.send(b"nobody will read this\n").unwrap();
     // No ack: the line was not written.
     assert_eq!(p.rest(), "");
-    assert_eq!(s.wait().code(), Some(1));
-    let err = s.stderr.text();
-    assert!(err.contains("sockserve: output closed"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    s.assert_exit(1);
+    s.stderr
+        .assert_contains("sockserve: output closed")
+        .assert_lacks("panicked");
 }
 
 #[test]
@@ -343,16 +299,17 @@ fn inherited_listening_socket_with_listen_fds() {
     use std::os::fd::AsRawFd;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let mut b = ServerBuilder::new(&["-v"]);
-    b.cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    with_fd3(&mut b.cmd, l.as_raw_fd());
-    let mut s = b.start();
+    let mut s = ServerBuilder::new(&["-v"])
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .configure(|c| with_fd3(c, l.as_raw_fd()))
+        .start();
     drop(l);
     assert!(s.addr().starts_with(&addr), "{}", s.addr());
     let mut p = Peer::connect(&addr).greeted();
     p.send(b"inherited\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
-    assert!(s.stop().success());
+    assert_eq!(p.line().as_deref(), Some(ACK));
+    s.stop_success();
     assert_eq!(s.output(), b"inherited\n");
 }
 
@@ -360,46 +317,34 @@ fn inherited_listening_socket_with_listen_fds() {
 fn listen_pid_of_another_process_is_not_for_us() {
     use std::os::fd::AsRawFd;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut b = ServerBuilder::new(&["-v", "127.0.0.1:0"]);
-    b.cmd.env("LISTEN_FDS", "1").env("LISTEN_PID", "1");
-    with_fd3(&mut b.cmd, l.as_raw_fd());
-    let s = b.start();
+    let s = ServerBuilder::new(&["-v", "127.0.0.1:0"])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_PID", "1")
+        .configure(|c| with_fd3(c, l.as_raw_fd()))
+        .start();
     s.stderr.wait_for("LISTEN_PID=1 is not this process");
     assert_eq!(s.addrs.len(), 1);
     assert_ne!(s.addr(), l.local_addr().unwrap().to_string());
 }
 
 #[test]
+#[ignore = "needs systemd-socket-activate (Debian package systemd)"]
 fn systemd_socket_activate_listen() {
-    let Some(bin) = which("systemd-socket-activate") else {
-        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
-        return;
-    };
+    let bin = require_tool("systemd-socket-activate", "systemd");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut b = ServerBuilder::new(&[]);
-    b.cmd = Command::new(bin);
-    b.cmd.args(["-l", &addr, sockserve_bin()]);
     // systemd-socket-activate says "Listening on" itself, then execs us on
     // the first connection.
-    b.listeners = 0;
-    let mut s = b.start();
+    let mut s = ServerBuilder::via(&bin)
+        .args(["-l", &addr, sockserve_bin()])
+        .listeners(0)
+        .start();
     s.stderr.wait_for("Listening on");
     let mut p = Peer::connect(&addr).greeted();
     p.send(b"activated\n").unwrap();
-    assert_eq!(p.line().as_deref(), Some("Information Received\n"));
+    assert_eq!(p.line().as_deref(), Some(ACK));
     s.stderr
         .wait_for(&format!("sockserve: listening on {addr} (fd 3)"));
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"activated\n");
-}
-
-fn which(name: &str) -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !p.is_empty()).then_some(p)
 }

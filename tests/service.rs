@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 
-const ACK: &str = "Information Received\n";
-
 #[test]
 fn connection_past_the_limit_is_refused_then_served_again() {
     let s = Server::start(&["--max-connections", "2", "127.0.0.1:0"]);
@@ -91,7 +89,7 @@ fn too_long_last_line_at_half_close_is_not_written() {
     q.send(b"abcde").unwrap();
     q.half_close();
     assert_eq!(q.rest(), ACK);
-    assert!(s.stop().success());
+    s.stop_success();
     assert_eq!(s.output(), b"12345\nabcde\n");
 }
 
@@ -111,41 +109,20 @@ fn drain_keeps_acking_open_clients_and_refuses_new_ones() {
     let t = Instant::now();
     p.half_close();
     assert_eq!(p.rest(), "");
-    assert_eq!(s.wait().code(), Some(0));
+    s.assert_exit(0);
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(s.output(), b"before\nduring\n");
-}
-
-/// A client that streams lines as fast as the server acks them, and
-/// records what was acked.
-fn streamer(addr: &str, tag: usize) -> std::thread::JoinHandle<(Vec<String>, usize)> {
-    let mut p = Peer::connect(addr).greeted();
-    std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        let mut sent = 0;
-        for i in 0..100_000 {
-            let line = format!("c{tag} l{i}\n");
-            if p.send(line.as_bytes()).is_err() {
-                break;
-            }
-            sent += 1;
-            match p.line() {
-                Some(l) if l == ACK => acked.push(line.trim_end().to_string()),
-                _ => break,
-            }
-        }
-        (acked, sent)
-    })
 }
 
 #[test]
 fn drain_timeout_cuts_streaming_clients_and_every_acked_line_is_written() {
     let mut s = Server::start(&["--drain-timeout", "1", "127.0.0.1:0"]);
-    let clients: Vec<_> = (0..4).map(|i| streamer(s.addr(), i)).collect();
+    // Lock step: each client waits for an ack before its next line.
+    let clients: Vec<_> = (0..4).map(|i| Streamer::start(s.addr(), i, 1)).collect();
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     s.signal(Signal::SIGTERM);
-    assert_eq!(s.wait().code(), Some(0), "{}", s.stderr.text());
+    s.assert_exit(0);
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -160,7 +137,7 @@ fn drain_timeout_cuts_streaming_clients_and_every_acked_line_is_written() {
         "duplicate lines in the output"
     );
     for c in clients {
-        let (acked, _) = c.join().unwrap();
+        let acked = c.join().acked;
         assert!(!acked.is_empty());
         for l in acked {
             assert!(written.contains(l.as_str()), "acked but not written: {l}");
@@ -171,16 +148,16 @@ fn drain_timeout_cuts_streaming_clients_and_every_acked_line_is_written() {
 #[test]
 fn second_signal_ends_the_drain_at_once() {
     let mut s = Server::start(&["--drain-timeout", "60", "127.0.0.1:0"]);
-    let c = streamer(s.addr(), 0);
+    let c = Streamer::start(s.addr(), 0, 1);
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     s.signal(Signal::SIGTERM);
     s.stderr.wait_for("draining");
     s.signal(Signal::SIGINT);
-    assert_eq!(s.wait().code(), Some(0));
+    s.assert_exit(0);
     assert!(t.elapsed() < Duration::from_secs(5));
     s.stderr.wait_for("second signal");
-    let _ = c.join();
+    assert!(c.join().greeted);
 }
 
 #[test]
@@ -204,7 +181,7 @@ fn output_file_is_appended_with_mode_0640_and_reopened_on_sighup() {
         assert_eq!(p.line().as_deref(), Some(ACK));
     }
     p.half_close();
-    assert!(s.stop().success());
+    s.stop_success();
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&log).unwrap();
     assert_eq!(old.lines().count(), 101);
@@ -226,16 +203,16 @@ fn reopen_during_a_stream_loses_and_duplicates_nothing() {
         log.to_str().unwrap(),
         "127.0.0.1:0",
     ]);
-    let c = streamer(s.addr(), 7);
+    let c = Streamer::start(s.addr(), 7, 1);
     for k in 0..5 {
         std::thread::sleep(Duration::from_millis(100));
         std::fs::rename(&log, dir.path().join(format!("stream.log.{k}"))).unwrap();
         s.signal(Signal::SIGHUP);
         assert!(eventually(WAIT, || log.exists()), "not reopened");
     }
-    s.signal(Signal::SIGTERM);
-    assert!(s.wait().success());
-    let (acked, _) = c.join().unwrap();
+    s.stop_success();
+    let streamed = c.join();
+    assert!(streamed.greeted);
     let mut all = Vec::new();
     for k in 0..5 {
         all.push(std::fs::read_to_string(dir.path().join(format!("stream.log.{k}"))).unwrap());
@@ -245,9 +222,10 @@ fn reopen_during_a_stream_loses_and_duplicates_nothing() {
     let set: std::collections::HashSet<&str> = lines.iter().copied().collect();
     assert_eq!(set.len(), lines.len(), "duplicates");
     for (i, l) in lines.iter().enumerate() {
-        assert_eq!(*l, format!("c7 l{i}"), "lines out of order or missing");
+        assert_eq!(*l, Streamer::line(7, i), "lines out of order or missing");
     }
-    assert!(lines.len() >= acked.len());
+    assert!(lines.len() >= streamed.acked.len());
+    assert!(lines.len() <= streamed.sent);
 }
 
 #[test]
@@ -255,40 +233,27 @@ fn fsync_acks_after_the_sync_and_refuses_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("synced.log");
     let mut s = Server::start(&["--fsync", "-o", log.to_str().unwrap(), "127.0.0.1:0"]);
-    let r = run_client(&[s.addr()], b"1\n2\n3\n");
-    assert_eq!(r.code(), 0, "{}", r.stderr);
+    run_client(&[s.addr()], b"1\n2\n3\n").assert_success();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n2\n3\n");
-    assert!(s.stop().success());
+    s.stop_success();
     // Standard output a pipe: --fsync cannot keep its promise.
-    let r = run_bin(sockserve_bin(), &["--fsync", "127.0.0.1:0"], b"");
-    assert_eq!(r.code(), 2);
-    assert!(
-        r.stderr.contains("--fsync needs an output that is a file"),
-        "{}",
-        r.stderr
-    );
+    run_bin(sockserve_bin(), &["--fsync", "127.0.0.1:0"], b"")
+        .assert_code(2)
+        .assert_stderr_contains("--fsync needs an output that is a file");
 }
 
 #[test]
 fn failing_output_stops_all_acks_and_exits_1() {
     // /dev/full: every write fails with ENOSPC, like a full disk.
     let mut s = Server::start(&["--output", "/dev/full", "127.0.0.1:0"]);
-    let r = run_client(&[s.addr()], b"one\ntwo\n");
-    assert_eq!(r.code(), 1, "{}", r.stderr);
-    assert_eq!(r.out(), "", "acked a line that was never written");
-    assert!(
-        r.stderr.contains("2 of 2 lines were not acknowledged"),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(s.wait().code(), Some(1));
-    assert!(
-        s.stderr
-            .text()
-            .contains("cannot write output /dev/full: no space left on device"),
-        "{}",
-        s.stderr.text()
-    );
+    run_client(&[s.addr()], b"one\ntwo\n")
+        .assert_code(1)
+        // Empty: it acked no line that was never written.
+        .assert_stdout("")
+        .assert_stderr_contains("2 of 2 lines were not acknowledged");
+    s.assert_exit(1);
+    s.stderr
+        .assert_contains("cannot write output /dev/full: no space left on device");
 }
 
 #[test]
@@ -309,7 +274,7 @@ fn prefix_peer_names_who_sent_what() {
     unix.send(b"from unix\r\n").unwrap();
     assert_eq!(unix.line().as_deref(), Some(ACK));
     drop((tcp, unix));
-    assert!(s.stop().success());
+    s.stop_success();
     let out = String::from_utf8(s.output()).unwrap();
     // A Unix peer is named by its credentials: this test process.
     let me = format!(
@@ -323,15 +288,14 @@ fn prefix_peer_names_who_sent_what() {
 #[test]
 fn one_log_line_per_connection_quiet_and_verbose() {
     let s = Server::start(&["127.0.0.1:0"]);
-    let r = run_client(&[s.addr()], b"a\nb\n");
-    assert_eq!(r.code(), 0);
+    run_client(&[s.addr()], b"a\nb\n").assert_success();
     let line = s.stderr.wait_for("closed (client EOF)");
     assert!(
         line.contains(": closed (client EOF): 2 lines, 2 acks, "),
         "{line}"
     );
     assert!(line.starts_with("sockserve: 127.0.0.1:"), "{line}");
-    assert!(!s.stderr.text().contains("connected"));
+    s.stderr.assert_lacks("connected");
 
     let v = Server::start(&["-v", "127.0.0.1:0"]);
     run_client(&[v.addr()], b"a\n");
@@ -341,14 +305,12 @@ fn one_log_line_per_connection_quiet_and_verbose() {
     // -q says nothing, not even "listening on": wait for a connect.
     let dir = tempfile::tempdir().unwrap();
     let path = format!("unix:{}", dir.path().join("q.sock").display());
-    let mut qb = ServerBuilder::new(&["-q", &path]);
-    qb.listeners = 0;
-    let mut q = qb.start();
+    let mut q = ServerBuilder::new(&["-q", &path]).listeners(0).start();
     assert!(eventually(WAIT, || {
         std::os::unix::net::UnixStream::connect(dir.path().join("q.sock")).is_ok()
     }));
-    assert_eq!(run_client(&[&path], b"a\n").code(), 0);
-    assert!(q.stop().success());
+    run_client(&[&path], b"a\n").assert_success();
+    q.stop_success();
     assert_eq!(q.stderr.text(), "", "-q printed something");
 }
 
@@ -427,11 +389,10 @@ impl Notify {
 #[test]
 fn sd_notify_ready_status_stopping_and_watchdog() {
     let n = Notify::new();
-    let mut b = ServerBuilder::new(&["127.0.0.1:0"]);
-    b.cmd
+    let mut s = ServerBuilder::new(&["127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &n.path)
-        .env("WATCHDOG_USEC", "200000");
-    let mut s = b.start();
+        .env("WATCHDOG_USEC", "200000")
+        .start();
     let ready = n.expect("READY=1");
     assert!(
         ready.contains("STATUS=0 connections open, 0 lines received, 0 refused"),
@@ -453,7 +414,7 @@ fn sd_notify_ready_status_stopping_and_watchdog() {
     let stopping = n.expect("STOPPING=1");
     assert!(stopping.contains("STATUS=draining"), "{stopping}");
     p.half_close();
-    assert!(s.wait().success());
+    s.assert_exit(0);
 }
 
 fn set_nofile(cmd: &mut std::process::Command, soft: u64, hard: u64) {
@@ -481,19 +442,15 @@ fn nofile_of(pid: i32) -> String {
 
 #[test]
 fn soft_open_file_limit_is_raised_to_the_hard_limit() {
-    let mut b = ServerBuilder::new(&["--max-connections", "3000", "127.0.0.1:0"]);
-    set_nofile(&mut b.cmd, 256, 8192);
-    let s = b.start();
+    let s = ServerBuilder::new(&["--max-connections", "3000", "127.0.0.1:0"])
+        .configure(|c| set_nofile(c, 256, 8192))
+        .start();
     assert_eq!(nofile_of(s.pid()), "8192 8192");
-    assert!(
-        !s.stderr.text().contains("open-file limit"),
-        "{}",
-        s.stderr.text()
-    );
+    s.stderr.assert_lacks("open-file limit");
 
-    let mut b = ServerBuilder::new(&["--max-connections", "15000", "127.0.0.1:0"]);
-    set_nofile(&mut b.cmd, 64, 64);
-    let s = b.start();
+    let s = ServerBuilder::new(&["--max-connections", "15000", "127.0.0.1:0"])
+        .configure(|c| set_nofile(c, 64, 64))
+        .start();
     let w = s.stderr.wait_for("open-file limit");
     assert!(
         w.contains("--max-connections 15000 is more than the open-file limit (64) allows; serving at most 31"),

@@ -26,6 +26,16 @@ use crate::protocol::{self, Framer, Lines};
 const READ_CHUNK: usize = 64 * 1024;
 const FIRST_READ: usize = 4 * 1024;
 
+/// With `--prefix-peer`, what a read brings in grows by the prefix on
+/// every line: 2-byte lines with a 16-byte prefix are 9 times the bytes
+/// read. So that the prefix counts against the per-connection bound,
+/// reads are then at most half of `READ_CHUNK`, and the prefixed lines
+/// are handed to the sink in batches of at most `PREFIXED_BATCH` bytes
+/// (one line may exceed it), each committed and acked before the next is
+/// built: the bytes read plus one batch stay within `READ_CHUNK`.
+const PREFIXED_READ: usize = READ_CHUNK / 2;
+const PREFIXED_BATCH: usize = READ_CHUNK / 2;
+
 /// During a drain, a connection that has sent nothing for this long is
 /// "quiet" and is closed.
 pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
@@ -259,7 +269,12 @@ impl<S: Conn> State<S> {
         // which has moved on since: not once per read.
         let timer = tokio::time::sleep_until(far_future().into());
         tokio::pin!(timer);
-        let mut chunk = FIRST_READ;
+        let read_max = if prefix.is_some() {
+            PREFIXED_READ
+        } else {
+            READ_CHUNK
+        };
+        let mut chunk = FIRST_READ.min(read_max);
         if framer.pending() > 0 {
             // What came with the PROXY header, before any read here.
             match self.deliver(framer, prefix, false).await {
@@ -315,7 +330,7 @@ impl<S: Conn> State<S> {
                 Ok(0) => true,
                 Ok(n) => {
                     if n == spare {
-                        chunk = (chunk * 2).min(READ_CHUNK);
+                        chunk = (chunk * 2).min(read_max);
                     }
                     false
                 }
@@ -345,10 +360,13 @@ impl<S: Conn> State<S> {
         prefix: Option<&[u8]>,
         eof: bool,
     ) -> Result<bool, End> {
-        let taken = framer.take(prefix, eof);
+        let taken = framer.take(None, eof);
         let any = taken.lines.is_some();
         if let Some(lines) = taken.lines {
-            self.commit_and_ack(lines).await?;
+            match prefix {
+                None => self.commit_and_ack(lines).await?,
+                Some(p) => self.commit_prefixed(p, lines).await?,
+            }
         }
         if taken.too_long {
             if !self.shared.cfg.receive_only {
@@ -360,13 +378,58 @@ impl<S: Conn> State<S> {
         Ok(any)
     }
 
+    /// Puts `prefix` before every line and commits the result in batches
+    /// of at most `PREFIXED_BATCH` bytes (or one line), each built only
+    /// once the one before is written, so the prefix costs at most one
+    /// batch of memory whatever the lines' lengths; then acks them all in
+    /// one go, as for an unprefixed read.
+    async fn commit_prefixed(&mut self, prefix: &[u8], lines: Lines) -> Result<(), End> {
+        let mut committed = 0;
+        let mut rest = &lines.data[..];
+        while !rest.is_empty() {
+            let mut batch =
+                Vec::with_capacity(PREFIXED_BATCH.min(rest.len().saturating_mul(1 + prefix.len())));
+            let mut count = 0;
+            while let Some(nl) = memchr::memchr(b'\n', rest) {
+                let line = &rest[..=nl];
+                if count > 0 && batch.len() + prefix.len() + line.len() > PREFIXED_BATCH {
+                    break;
+                }
+                batch.extend_from_slice(prefix);
+                batch.extend_from_slice(line);
+                count += 1;
+                rest = &rest[nl + 1..];
+            }
+            if count == 0 {
+                // The framer ends every line with a newline; nothing else
+                // can be left.
+                break;
+            }
+            self.commit(Lines { data: batch, count }).await?;
+            committed += count;
+        }
+        self.ack(committed).await
+    }
+
     /// Hands the lines to the sink and acks them once they are written.
     async fn commit_and_ack(&mut self, lines: Lines) -> Result<(), End> {
         let n = lines.count;
-        self.lines += n;
-        if !self.shared.sink.commit(lines.data, n).await {
+        self.commit(lines).await?;
+        self.ack(n).await
+    }
+
+    /// Hands lines to the sink; `Err` when they did not reach the output.
+    async fn commit(&mut self, lines: Lines) -> Result<(), End> {
+        self.lines += lines.count;
+        if !self.shared.sink.commit(lines.data, lines.count).await {
             return Err(End::OutputFailed);
         }
+        Ok(())
+    }
+
+    /// Acks `n` lines, in as few writes as the ack block allows; nothing
+    /// with --receive-only, or once writing to the client failed.
+    async fn ack(&mut self, n: u64) -> Result<(), End> {
         if self.shared.cfg.receive_only {
             return Ok(());
         }

@@ -2,8 +2,8 @@
 //! the output sink every connection commits to.
 //!
 //! [`start`] is all of sockserve after its command line: it takes the
-//! sockets ([`Sources`]), fits the config ([`Config::new`]) and calls
-//! [`run`], which takes sockets that are already open (bound by us,
+//! inherited sockets ([`Sources`]), opens the output, binds, fits the
+//! config ([`Config::new`]) and calls [`run`], which takes sockets that are already open (bound by us,
 //! inherited from systemd, or a test's `127.0.0.1:0`), so they all travel
 //! the same road. Inside, an `Acceptor` admits connections and a
 //! `Supervisor` decides when the server stops.
@@ -70,19 +70,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The config for these arguments and sockets: the output follows
-    /// from inetd mode, `--max-connections` is fitted to the descriptor
-    /// limit (raised first), and `--fsync` is checked against the output.
-    pub fn new(args: &ServeArgs, sources: &Sources) -> Result<Config, Failure> {
-        let output = match (&args.output, sources.inetd) {
-            (Some(p), _) => Output::File(p.clone()),
-            // The connection is standard output: lines go to the journal.
-            (None, true) => Output::Stderr,
-            (None, false) => Output::Stdout,
-        };
-        if args.fsync {
-            sink::check_fsync(&output).map_err(Failure::usage)?;
-        }
+    /// The config for these arguments and sockets: `--max-connections` is
+    /// fitted to the descriptor limit (raised first).
+    pub fn new(args: &ServeArgs, sources: &Sources, output: Output) -> Config {
         let tcp = sources
             .listeners
             .iter()
@@ -107,7 +97,7 @@ impl Config {
                 tcp.join(", ")
             );
         }
-        Ok(Config {
+        Config {
             texts: args.texts.texts(),
             max_line: args.max_line,
             max_connections: fit_to_descriptors(args.max_connections, sources.listeners.len()),
@@ -120,22 +110,52 @@ impl Config {
             receive_only: args.receive_only,
             proxy_protocol: args.proxy_protocol.clone(),
             max_per_source: args.max_per_source,
-        })
+        }
+    }
+
+    /// Where received lines go: `-o`, or standard error when standard
+    /// output is the connection (inetd), else standard output. `--fsync` is
+    /// checked against it.
+    pub fn output(args: &ServeArgs, inetd: bool) -> Result<Output, Failure> {
+        let output = match (args.output.as_deref().map(Output::from_arg), inetd) {
+            (Some(Output::Stdout), true) => {
+                return Err(Failure::usage(
+                    "-o - with --inetd: standard output is the connection; give -o FILE, or leave -o out and lines go to standard error",
+                ))
+            }
+            (Some(o), _) => o,
+            // The connection is standard output: lines go to the journal.
+            (None, true) => Output::Stderr,
+            (None, false) => Output::Stdout,
+        };
+        if args.fsync {
+            sink::check_fsync(&output).map_err(Failure::usage)?;
+        }
+        Ok(output)
     }
 }
 
-/// Takes the sockets (before any thread starts), builds the config, and
-/// serves until stopped: all of sockserve after its command line.
+/// All of sockserve after its command line: takes the inherited sockets
+/// (before any thread starts), opens the output (waiting for a FIFO's
+/// reader), binds, builds the config, and serves until stopped.
 pub fn start(args: ServeArgs) -> Result<(), Failure> {
-    let sources = Sources::take(Wanted {
+    let want = Wanted {
         addresses: &args.addresses,
         fd_names: &args.fd_names,
         inetd: args.inetd,
         unix_mode: args.unix_mode,
         reuse_port: args.reuse_port,
-    })?;
-    let cfg = Config::new(&args, &sources)?;
-    run(cfg, sources)
+    };
+    let mut sources = Sources::inherit(want)?;
+    let output = Config::output(&args, sources.inetd)?;
+    // The output before the listeners: a client is never greeted by a
+    // server that cannot write its lines, and a stop while waiting for a
+    // FIFO's reader leaves no socket file behind.
+    let Some(opened) = sink::open_waiting(&output).map_err(Failure::runtime)? else {
+        return Ok(());
+    };
+    sources.bind(want)?;
+    run(Config::new(&args, &sources, output), sources, opened)
 }
 
 /// Where the server is in its life.
@@ -175,9 +195,10 @@ struct Shared {
 /// Serves the sockets until a signal stops it, or, with only
 /// already-accepted connections, until they are done. Call it from the
 /// main thread, after the sockets were taken: it starts the threads.
-pub fn run(cfg: Config, sources: Sources) -> Result<(), Failure> {
+pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Failure> {
     let (failed_tx, failed_rx) = watch::channel(None);
-    let sink = Sink::start(cfg.output.clone(), cfg.fsync, failed_tx).map_err(Failure::runtime)?;
+    let sink =
+        Sink::start(cfg.output.clone(), output, cfg.fsync, failed_tx).map_err(Failure::runtime)?;
     let signals =
         signals().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -18,11 +18,16 @@
 //! Either way, a write or sync that fails answers every batch, then and
 //! after, with failure: no line is ever acked that did not reach the
 //! output.
+//!
+//! An output file is opened by [`open_output`], relative to its directory
+//! (held from the start), never through a symbolic link and never waiting
+//! for a FIFO's reader, and only used when its owner, link count and kind
+//! pass the checks; SIGHUP reopens it the same way, off the runtime's
+//! workers, and keeps the old file when the new one is refused.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -30,6 +35,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 
 use crate::diag::describe;
+use crate::safepath::DirEntry;
 
 /// Where received lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +51,19 @@ impl std::fmt::Display for Output {
             Output::Stdout => f.write_str("standard output"),
             Output::Stderr => f.write_str("standard error"),
             Output::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Output {
+    /// The output `-o PATH` names: `-` and `/dev/stdout` mean standard
+    /// output itself (fd 1, not a path opened again), `/dev/stderr`
+    /// standard error; anything else is a file.
+    pub fn from_arg(path: &std::path::Path) -> Output {
+        match path.as_os_str().as_encoded_bytes() {
+            b"-" | b"/dev/stdout" => Output::Stdout,
+            b"/dev/stderr" => Output::Stderr,
+            _ => Output::File(path.to_path_buf()),
         }
     }
 }
@@ -71,6 +90,9 @@ struct Writer {
     lines: Arc<AtomicU64>,
     /// Says why the output failed, once: the server then stops, exit 1.
     failed: watch::Sender<Option<String>>,
+    /// The output file and its directory; `None` for standard output or
+    /// error, which SIGHUP leaves as they are.
+    target: Option<Arc<Target>>,
 }
 
 impl Writer {
@@ -113,12 +135,30 @@ impl Writer {
         if !self.ok {
             return;
         }
-        match open(&self.output) {
-            Ok(f) => {
-                self.file = f;
-                crate::info!("reopened output {}", self.output);
-            }
-            Err(e) => crate::warn!("{e}; still writing to the old file"),
+        if let Some(file) = reopen_target(self.target.as_deref(), &self.output) {
+            self.switch(file);
+        }
+    }
+
+    fn switch(&mut self, file: File) {
+        self.file = file;
+        crate::info!("reopened output {}", self.output);
+    }
+}
+
+/// Opens the output file again, relative to the directory held since the
+/// start; logs why not and returns `None` when it cannot (the caller keeps
+/// the old file).
+fn reopen_target(target: Option<&Target>, output: &Output) -> Option<File> {
+    let Some(t) = target else {
+        crate::debug!("SIGHUP: the output is {output}; nothing to reopen");
+        return None;
+    };
+    match open_output(&t.at, Some(t.kind)) {
+        Ok((file, _)) => Some(file),
+        Err(e) => {
+            crate::error!("cannot reopen output {output}: {e}; still writing to the old one");
+            None
         }
     }
 }
@@ -139,26 +179,250 @@ enum Path {
 #[derive(Clone)]
 pub struct Sink {
     path: Arc<Path>,
+    /// Held while an inline reopen opens the new file, so two SIGHUPs in
+    /// a row switch files in order.
+    reopening: Arc<Mutex<()>>,
     /// Lines written to the output so far.
     pub lines: Arc<AtomicU64>,
 }
 
-/// Opens the output; the error names it and says what failed.
-fn open(output: &Output) -> Result<File, String> {
+/// What kind of file the output is, as far as the checks care. A reopen
+/// must find the same kind as the start did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Fifo,
+    CharDevice,
+}
+
+impl FileKind {
+    fn name(self) -> &'static str {
+        match self {
+            FileKind::Regular => "a regular file",
+            FileKind::Fifo => "a FIFO",
+            FileKind::CharDevice => "a character device",
+        }
+    }
+}
+
+/// Why the output file cannot be used (now).
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// A FIFO that nobody reads yet (`ENXIO` under `O_NONBLOCK`): usable
+    /// once a reader opens it.
+    NoReader,
+    /// Anything else: what failed and what to do, without the path.
+    Refused(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::NoReader => {
+                f.write_str("it is a FIFO nobody reads yet; start its reader first")
+            }
+            OpenError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Opens the output file `at` names, relative to its directory: for
+/// appending, created 0640 if missing, without following a symbolic link
+/// at the last component (`O_NOFOLLOW`), without waiting for a FIFO's
+/// reader (`O_NONBLOCK`), without becoming our controlling terminal
+/// (`O_NOCTTY`), close-on-exec. Then checks what was opened: a regular
+/// file owned by us (or root) with exactly one link, or a FIFO or
+/// character device owned by us (or root); with `expect`, only that kind.
+/// The descriptor returned is back in blocking mode.
+pub fn open_output(at: &DirEntry, expect: Option<FileKind>) -> Result<(File, FileKind), OpenError> {
+    use nix::errno::Errno;
+    use nix::fcntl::OFlag;
+    let refuse = |why: &str| Err(OpenError::Refused(why.to_string()));
+    let flags = OFlag::O_WRONLY
+        | OFlag::O_APPEND
+        | OFlag::O_CREAT
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = match at.openat(flags, nix::sys::stat::Mode::from_bits_truncate(0o640)) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) => return refuse("it is a symbolic link; give the real path"),
+        Err(Errno::ENXIO) => {
+            return match at.lstat() {
+                Ok(st) if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO => {
+                    // Somebody else's FIFO is refused, reader or not.
+                    check_owner(FileKind::Fifo, st.st_uid)?;
+                    Err(OpenError::NoReader)
+                }
+                Ok(st) => Err(OpenError::Refused(format!(
+                    "it is {}; give a regular file, a FIFO or a character device",
+                    crate::safepath::kind_name(st.st_mode)
+                ))),
+                Err(e) => Err(OpenError::Refused(describe(&e.into()))),
+            };
+        }
+        Err(Errno::EISDIR) => return refuse("it is a directory; give a file name"),
+        Err(e) => {
+            let e = io::Error::from(e);
+            let hint = match e.kind() {
+                io::ErrorKind::PermissionDenied => {
+                    "; give a path this user may write, or run as its owner"
+                }
+                io::ErrorKind::NotFound => "; create its directory first",
+                _ => "",
+            };
+            return Err(OpenError::Refused(format!("{}{hint}", describe(&e))));
+        }
+    };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(|e| OpenError::Refused(format!("cannot inspect it: {}", describe(&e.into()))))?;
+    let kind = match st.st_mode & nix::libc::S_IFMT {
+        nix::libc::S_IFREG => FileKind::Regular,
+        nix::libc::S_IFIFO => FileKind::Fifo,
+        nix::libc::S_IFCHR => FileKind::CharDevice,
+        _ => {
+            return Err(OpenError::Refused(format!(
+                "it is {}; give a regular file, a FIFO or a character device",
+                crate::safepath::kind_name(st.st_mode)
+            )))
+        }
+    };
+    check_owner(kind, st.st_uid)?;
+    if kind == FileKind::Regular && st.st_nlink != 1 {
+        return Err(OpenError::Refused(format!(
+            "it has {} hard links, and an output file must have exactly one; remove the other links or give another path",
+            st.st_nlink
+        )));
+    }
+    if let Some(want) = expect.filter(|w| *w != kind) {
+        return Err(OpenError::Refused(format!(
+            "it is now {}, and it was {} at start; put {} back",
+            kind.name(),
+            want.name(),
+            want.name()
+        )));
+    }
+    // The sink writes as if the output blocked (the sink thread waits on a
+    // slow reader); only the open had to be non-blocking.
+    let fl = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| OpenError::Refused(describe(&e.into())))?;
+    let fl = OFlag::from_bits_truncate(fl) & !OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(fl))
+        .map_err(|e| OpenError::Refused(describe(&e.into())))?;
+    Ok((File::from(fd), kind))
+}
+
+/// An output must belong to the effective user or root.
+fn check_owner(kind: FileKind, uid: u32) -> Result<(), OpenError> {
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == me || uid == 0 {
+        return Ok(());
+    }
+    Err(OpenError::Refused(format!(
+        "it is {} owned by uid {uid}, neither this user (uid {me}) nor root; remove it, or chown it to uid {me}",
+        kind.name()
+    )))
+}
+
+/// The output file, its directory held from the start, and what kind of
+/// file it was then.
+struct Target {
+    at: DirEntry,
+    kind: FileKind,
+}
+
+/// The output, opened at start and not yet handed to a [`Sink`].
+pub struct Opened {
+    file: File,
+    target: Option<Target>,
+}
+
+/// Why the output could not be opened at start.
+enum StartError {
+    /// A FIFO nobody reads yet: try again.
+    NoReader,
+    /// What failed and what to do, the output named.
+    Failed(String),
+}
+
+/// Opens the output at start: standard output or error as they are, a
+/// path through [`open_output`]. A FIFO that nobody reads yet is waited
+/// for: said once on standard error, then tried again every 100 ms until
+/// a reader comes. `None` when SIGTERM or SIGINT came while waiting: the
+/// server stops before it binds anything. Runs before any thread starts,
+/// before the listeners are bound.
+pub fn open_waiting(output: &Output) -> Result<Option<Opened>, String> {
+    let mut stop: Option<Arc<std::sync::atomic::AtomicBool>> = None;
+    loop {
+        match open_at_start(output) {
+            Ok(o) => return Ok(Some(o)),
+            Err(StartError::Failed(why)) => return Err(why),
+            Err(StartError::NoReader) => {}
+        }
+        let flag = match &stop {
+            Some(f) => f.clone(),
+            None => {
+                // The flag stays registered: the server's own signal
+                // handling comes later and adds to it.
+                let f = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                    signal_hook::flag::register(sig, f.clone())
+                        .map_err(|e| format!("cannot install signal handlers: {}", describe(&e)))?;
+                }
+                crate::warn!(
+                    "output {output} is a FIFO nobody reads yet; waiting for its reader before listening (SIGTERM stops)"
+                );
+                stop = Some(f.clone());
+                f
+            }
+        };
+        for _ in 0..10 {
+            if flag.load(Ordering::Relaxed) {
+                crate::info!("stopped while waiting for a reader of {output}");
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+fn open_at_start(output: &Output) -> Result<Opened, StartError> {
     let fd = match output {
         Output::Stdout => io::stdout().as_fd().try_clone_to_owned(),
         Output::Stderr => io::stderr().as_fd().try_clone_to_owned(),
         Output::File(path) => {
-            return OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o640)
-                .open(path)
-                .map_err(|e| format!("cannot open output {}: {}", path.display(), describe(&e)))
+            let fail = |why: String| {
+                StartError::Failed(format!("cannot use output {}: {why}", path.display()))
+            };
+            let at = DirEntry::new(path).map_err(|e| {
+                fail(format!(
+                    "cannot open its directory: {}; give a path in an existing directory",
+                    describe(&e)
+                ))
+            })?;
+            let (file, kind) = match open_output(&at, None) {
+                Ok(x) => x,
+                Err(OpenError::NoReader) => return Err(StartError::NoReader),
+                Err(e) => return Err(fail(e.to_string())),
+            };
+            if let Some(why) = at.shared_dir(true) {
+                crate::warn!(
+                    "the directory of output {} is not private: {why}; another user can replace the file between reopens (sockserve refuses links and files it does not own, but use a directory only this user can write)",
+                    path.display()
+                );
+            }
+            return Ok(Opened {
+                file,
+                target: Some(Target { at, kind }),
+            });
         }
     };
-    fd.map(File::from)
-        .map_err(|e| format!("cannot use {output} as output: {}", describe(&e)))
+    fd.map(|fd| Opened {
+        file: File::from(fd),
+        target: None,
+    })
+    .map_err(|e| StartError::Failed(format!("cannot use {output} as output: {}", describe(&e))))
 }
 
 /// Whether writes to `file` can never wait for a reader.
@@ -174,16 +438,17 @@ fn never_blocks(file: &File) -> bool {
 }
 
 impl Sink {
-    /// Opens the output and, where needed, starts the sink thread.
-    /// `failed` says why when the output fails; the server then stops.
-    /// `--fsync` was checked against the output already
-    /// ([`check_fsync`]).
+    /// Takes the opened output ([`open_waiting`]) and, where needed,
+    /// starts the sink thread. `failed` says why when the output fails;
+    /// the server then stops. `--fsync` was checked against the output
+    /// already ([`check_fsync`]).
     pub fn start(
         output: Output,
+        opened: Opened,
         fsync: bool,
         failed: watch::Sender<Option<String>>,
     ) -> Result<Sink, String> {
-        let file = open(&output)?;
+        let Opened { file, target } = opened;
         let lines = Arc::new(AtomicU64::new(0));
         let inline = !fsync && never_blocks(&file);
         let writer = Writer {
@@ -193,10 +458,13 @@ impl Sink {
             ok: true,
             lines: lines.clone(),
             failed,
+            target: target.map(Arc::new),
         };
+        let reopening = Arc::new(Mutex::new(()));
         if inline {
             return Ok(Sink {
                 path: Arc::new(Path::Inline(Mutex::new(writer))),
+                reopening,
                 lines,
             });
         }
@@ -207,6 +475,7 @@ impl Sink {
             .map_err(|e| format!("cannot start the output thread: {}", describe(&e)))?;
         Ok(Sink {
             path: Arc::new(Path::Thread(tx)),
+            reopening,
             lines,
         })
     }
@@ -228,10 +497,33 @@ impl Sink {
     }
 
     /// Reopens the output file (SIGHUP), after everything handed to the
-    /// sink before is committed.
+    /// sink before is committed. Never on a runtime worker: the sink
+    /// thread opens it between commits, or (inline path) a blocking
+    /// thread opens it while connections keep writing to the old file and
+    /// then switches under the lock. Call it from within the runtime.
     pub fn reopen(&self) {
         match &*self.path {
-            Path::Inline(w) => lock(w).reopen(),
+            Path::Inline(_) => {
+                let path = self.path.clone();
+                let reopening = self.reopening.clone();
+                tokio::task::spawn_blocking(move || {
+                    let Path::Inline(w) = &*path else { return };
+                    let _order = lock(&reopening);
+                    let (target, output) = {
+                        let w = lock(w);
+                        if !w.ok {
+                            return;
+                        }
+                        (w.target.clone(), w.output.clone())
+                    };
+                    if let Some(file) = reopen_target(target.as_deref(), &output) {
+                        let mut w = lock(w);
+                        if w.ok {
+                            w.switch(file);
+                        }
+                    }
+                });
+            }
             Path::Thread(tx) => {
                 let _ = tx.send(Msg::Reopen);
             }
@@ -239,7 +531,7 @@ impl Sink {
     }
 }
 
-fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+fn lock<T>(w: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -289,15 +581,30 @@ fn settle(writer: &mut Writer, pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<
 pub fn check_fsync(output: &Output) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match output {
-        Output::File(p) => match std::fs::metadata(p) {
+        // lstat: a symbolic link is refused when the output is opened.
+        Output::File(p) => match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => return Ok(()),
             Ok(m) => m,
             // It will be created as a file.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(format!("cannot inspect output {output}: {}", describe(&e))),
         },
-        _ => open(output)?
-            .metadata()
-            .map_err(|e| format!("cannot inspect output {output}: {}", describe(&e)))?,
+        Output::Stdout => std::fs::File::from(
+            io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("cannot inspect output {output}: {}", describe(&e)))?,
+        )
+        .metadata()
+        .map_err(|e| format!("cannot inspect output {output}: {}", describe(&e)))?,
+        Output::Stderr => std::fs::File::from(
+            io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("cannot inspect output {output}: {}", describe(&e)))?,
+        )
+        .metadata()
+        .map_err(|e| format!("cannot inspect output {output}: {}", describe(&e)))?,
     };
     if meta.is_file() || meta.file_type().is_block_device() {
         Ok(())

@@ -115,6 +115,10 @@ test_balancer_backend_killed_mid_stream() {
 		{ test -n "$victim" || { echo "no backend got 1000 lines" >&2; false; }; } &&
 		vp=${victim}_pid && kill -9 "${!vp}" &&
 		{ wait "$cpid" || { echo "sockclient failed:" >&2; cat client.err >&2; false; }; } &&
+		other=a && { [ $victim = b ] || other=b; } &&
+		echo "killed $victim at $(wc -l <$victim.out) lines; $other has $(wc -l <$other.out)" &&
+		test "$(lines_of $victim.out | sort -nu | wc -l)" -lt $N &&
+		test -s $other.out &&
 		union_has_each $N
 	'
 }

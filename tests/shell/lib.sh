@@ -79,16 +79,30 @@ start_server() {
 	printf -v "${name}_addr" %s "$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$TRASH/$name.err" | head -1)"
 }
 
-# stop_server NAME: SIGTERM, then wait (bounded) and check exit status 0.
-stop_server() {
-	local pid_var="${1}_pid" i
-	local pid=${!pid_var}
-	kill -TERM "$pid" 2>/dev/null
-	for ((i = 0; i < 1000; i++)); do
+# reap PID [SECONDS]: waits (at most SECONDS, 20 by default) for PID, a
+# child of this shell, to exit, and returns its exit status. If it is
+# still running then, it is killed and reap fails saying so.
+reap() {
+	local pid=$1 t=${2:-20} i
+	for ((i = 0; i < t * 50; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.02
 	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "pid $pid still running after ${t}s: killed" >&2
+		kill -9 "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		return 1
+	fi
 	wait "$pid"
+}
+
+# stop_server NAME: SIGTERM, then wait (bounded) and check exit status 0.
+stop_server() {
+	local pid_var="${1}_pid"
+	local pid=${!pid_var}
+	kill -TERM "$pid" 2>/dev/null
+	reap "$pid" 20
 }
 
 # bounded COMMAND...: runs COMMAND with a time limit of 60 s.

@@ -57,11 +57,15 @@ test_expect_success 'a server at its connection limit refuses: exit status 3' '
 
 test_expect_success 'server output piped on: sockserve | grep' '
 	dir=$TRASH/pipe && mkdir -p "$dir" &&
-	{ sockserve unix:$dir/s.sock 2>$dir/err | grep --line-buffered -v skip >$dir/out & } &&
+	{ (echo $BASHPID >$dir/pid && exec sockserve unix:$dir/s.sock) 2>$dir/err |
+		grep --line-buffered -v skip >$dir/out & } &&
+	grep_pid=$! && PIDS+=("$grep_pid") &&
 	wait_for $dir/err "listening on" &&
+	serve_pid=$(cat $dir/pid) && PIDS+=("$serve_pid") &&
 	printf "keep 1\nskip\nkeep 2\n" | bounded sockclient unix:$dir/s.sock >/dev/null &&
 	wait_for $dir/out "keep 2" &&
-	pkill -TERM -f "sockserve unix:$dir/s.sock" &&
+	kill -TERM "$serve_pid" &&
+	reap "$grep_pid" &&
 	test "$(cat $dir/out)" = "keep 1
 keep 2"
 '

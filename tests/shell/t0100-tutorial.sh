@@ -26,7 +26,7 @@ start_php_server() {
 			sleep 0.02
 		done
 		kill -9 "$php_pid" 2>/dev/null
-		wait "$php_pid" 2>/dev/null
+		reap "$php_pid" 2>/dev/null
 		[ "$try" = 0 ] && say "port 10008 lingers in TIME_WAIT; retrying server.php for up to 70 s"
 		sleep 1
 	done
@@ -41,7 +41,7 @@ test_expect_success 'sockclient against server.php: one ack per line, exit 0' '
 Information Received
 Information Received" &&
 	wait_for php-server.out "Buffer: three" &&
-	kill $php_pid && { wait $php_pid 2>/dev/null; true; }
+	kill $php_pid && { reap $php_pid 2>/dev/null; true; }
 '
 
 test_expect_success 'client.php against sockserve: greeting and an ack' '

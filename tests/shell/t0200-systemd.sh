@@ -178,15 +178,38 @@ test_expect_success 'README: lines to a file with the drop-in, rotated by its lo
 	seq 6 8 | bounded sockclient -q 127.0.0.1:10008 &&
 	test "$(E cat /var/lib/sockserve/lines.log.1)" = "$(seq 5)" &&
 	test "$(E cat /var/lib/sockserve/lines.log)" = "$(seq 6 8)" &&
-	test "$(E stat -c %a /var/lib/sockserve/lines.log)" = 640
+	test "$(E stat -c %a /var/lib/sockserve/lines.log)" = 600 &&
+	pid=$(SC show -p MainPID --value sockserve.service) &&
+	test "$(E stat -c %u /var/lib/sockserve/lines.log)" = "$(E stat -c %u /proc/$pid)" &&
+	E journalctl -u sockserve.service -o cat --no-pager >journal 2>&1 &&
+	grep "reopened output /var/lib/sockserve/lines.log" journal &&
+	! grep -E "cannot (re)?open|cannot use output|not private" journal
 '
 
-test_expect_success 'systemd-analyze security rates the service' '
-	E systemd-analyze security --no-pager sockserve.service >security 2>&1;
-	tail -1 security | sed "s/^/# /" &&
-	grep -Eq "Overall exposure level for sockserve.service: [0-1]\.[0-9] (SAFE|OK)" security
+test_expect_success 'the service runs under its limits: no core, bounded memory and tasks' '
+	pid=$(SC show -p MainPID --value sockserve.service) &&
+	E grep -E "^Max (core file size|open files)" /proc/$pid/limits >limits &&
+	cat limits &&
+	grep -Eq "^Max core file size +0 +0 " limits &&
+	grep -Eq "^Max open files +([0-9]+) +\1 " limits &&
+	SC show -p MemoryMax,TasksMax,UMask sockserve.service >props &&
+	cat props &&
+	grep -qx "MemoryMax=536870912" props &&
+	grep -qx "TasksMax=256" props &&
+	grep -qx "UMask=0077" props &&
+	echo still | bounded sockclient -q 127.0.0.1:10008
 '
-say "$(tail -1 security 2>/dev/null)"
+
+test_expect_success 'systemd-analyze security rates the services' '
+	rated=0 &&
+	for u in sockserve.service sockserve-accept@x.service; do
+		E systemd-analyze security --no-pager $u >security-$u 2>&1;
+		tail -1 security-$u | sed "s/^/# /";
+		grep -Eq "Overall exposure level for $u: 0\.[0-5] SAFE" security-$u && rated=$((rated + 1))
+	done &&
+	test $rated = 2
+'
+for f in security-*; do say "$(tail -1 "$f" 2>/dev/null)"; done
 
 if [ "$test_failed" -gt 0 ]; then
 	say "journal of the manager and the units, for the failures above:"
