@@ -144,6 +144,7 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         fd_names: &args.fd_names,
         inetd: args.inetd,
         unix_mode: args.unix_mode,
+        backlog: args.backlog,
         reuse_port: args.reuse_port,
     };
     let mut sources = Sources::inherit(want)?;
@@ -199,8 +200,9 @@ pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Fa
     let (failed_tx, failed_rx) = watch::channel(None);
     let sink =
         Sink::start(cfg.output.clone(), output, cfg.fsync, failed_tx).map_err(Failure::runtime)?;
-    let signals =
-        signals().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let signals = signals().map_err(|e| {
+        Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -699,7 +701,10 @@ impl Supervisor {
             let deadline = drain_deadline;
             tokio::select! {
                 s = signals.recv() => match s {
-                    Some(signal_hook::consts::SIGHUP) => shared.sink.reopen(),
+                    Some(signal_hook::consts::SIGHUP) => match &shared.cfg.output {
+                        Output::File(_) => shared.sink.reopen(),
+                        other => crate::debug!("nothing to reopen: the output is {other}"),
+                    },
                     Some(_) if drain_deadline.is_none() => {
                         crate::info!("draining: listeners closed, finishing open connections (at most {:.1} s)", shared.cfg.drain_timeout.as_secs_f64());
                         let _ = self.phase.send(Phase::Draining);
@@ -813,7 +818,7 @@ fn fit_to_descriptors(max_connections: usize, listeners: usize) -> usize {
     let room = limit.saturating_sub(RESERVED_FDS + listeners as u64).max(1) as usize;
     if max_connections > room {
         crate::warn!(
-            "--max-connections {max_connections} is more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
+            "--max-connections {max_connections}: more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
         );
         return room;
     }

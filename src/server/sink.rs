@@ -610,7 +610,7 @@ pub fn check_fsync(output: &Output) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "--fsync needs an output that is a file, and {output} is not; give --output FILE or redirect to a file"
+            "--fsync: cannot sync {output}: it is not a file; give --output FILE or redirect to a file"
         ))
     }
 }
