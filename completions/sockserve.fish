@@ -11,12 +11,15 @@ complete -c sockserve -l unix-mode -d 'Mode of the Unix socket files sockserve c
 complete -c sockserve -l fd-name -d 'Serve only the inherited sockets with this LISTEN_FDNAMES name (repeatable)' -r -f
 complete -c sockserve -l allow -d 'Serve only TCP peers in this address or CIDR block (repeatable)' -r -f
 complete -c sockserve -l deny -d 'Refuse TCP peers in this address or CIDR block (repeatable; wins over --allow)' -r -f
+complete -c sockserve -l proxy-protocol -d 'TCP peers in this address or CIDR block (a load balancer) must begin each connection with a PROXY protocol header (v1 or v2), whose source is then the peer; other TCP peers are refused (repeatable)' -r -f
+complete -c sockserve -l max-per-source -d 'Serve at most N connections at once from one source address; more get the refusal greeting' -r -f
 complete -c sockserve -l allow-uid -d 'Serve only Unix peers running as this user, by id or name (repeatable)' -r -f
 complete -c sockserve -l allow-gid -d 'Serve only Unix peers whose primary group is this, by id or name (repeatable)' -r -f
 complete -c sockserve -l fsync -d 'Ack a line only after fdatasync(2) of the output returned'
 complete -c sockserve -l prefix-peer -d 'Write the peer\'s address and a tab before each received line'
 complete -c sockserve -l receive-only -d 'Send clients nothing (no greeting, no acks, no refusal text): for senders that never read, such as logger, nc -N or socat -u'
 complete -c sockserve -l inetd -d 'Serve the one connection on standard input (inetd style), then exit; received lines go to --output or standard error'
+complete -c sockserve -l reuse-port -d 'Set SO_REUSEPORT on the TCP sockets sockserve binds, so that several processes can listen on one port'
 complete -c sockserve -s q -l quiet -d 'Log only warnings and errors'
 complete -c sockserve -s v -l verbose -d 'Log more (every connection\'s start)'
 complete -c sockserve -s h -l help -d 'Print help'

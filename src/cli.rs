@@ -197,6 +197,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
     pub deny: Vec<IpNet>,
 
+    /// TCP peers in this address or CIDR block (a load balancer) must begin
+    /// each connection with a PROXY protocol header (v1 or v2), whose
+    /// source is then the peer; other TCP peers are refused (repeatable)
+    #[arg(long = "proxy-protocol", value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
+    pub proxy_protocol: Vec<IpNet>,
+
+    /// Serve at most N connections at once from one source address; more
+    /// get the refusal greeting
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, value_parser = positive)]
+    pub max_per_source: Option<usize>,
+
+    /// Set SO_REUSEPORT on the TCP sockets sockserve binds, so that several
+    /// processes can listen on one port
+    #[arg(long, conflicts_with = "inetd")]
+    pub reuse_port: bool,
+
     /// Serve only Unix peers running as this user, by id or name
     /// (repeatable)
     #[arg(long = "allow-uid", value_name = "UID", value_hint = ValueHint::Other, value_parser = access::parse_uid)]

@@ -79,8 +79,13 @@ impl Drop for SocketFile {
 }
 
 /// Binds every address an endpoint stands for. A host name that resolves
-/// to several addresses (`localhost`) is bound on each.
-pub fn bind(endpoint: &Endpoint, unix_mode: u32) -> Result<Vec<Listener>, String> {
+/// to several addresses (`localhost`) is bound on each. `reuse_port` sets
+/// `SO_REUSEPORT` on TCP sockets.
+pub fn bind(
+    endpoint: &Endpoint,
+    unix_mode: u32,
+    reuse_port: bool,
+) -> Result<Vec<Listener>, String> {
     match endpoint {
         Endpoint::Tcp { .. } => {
             let addrs = endpoint
@@ -92,7 +97,8 @@ pub fn bind(endpoint: &Endpoint, unix_mode: u32) -> Result<Vec<Listener>, String
             addrs
                 .into_iter()
                 .map(|a| {
-                    let socket = bind_tcp(a).map_err(|e| bind_error(&a.to_string(), &e))?;
+                    let socket =
+                        bind_tcp(a, reuse_port).map_err(|e| bind_error(&a.to_string(), &e))?;
                     let name = socket
                         .local_addr()
                         .map(|l| l.to_string())
@@ -117,7 +123,7 @@ pub fn bind(endpoint: &Endpoint, unix_mode: u32) -> Result<Vec<Listener>, String
         Endpoint::Abstract(name) => {
             let addr = socket::UnixAddr::new_abstract(name)
                 .map_err(|e| bind_error(&endpoint.to_string(), &e.into()))?;
-            let fd = listen_on(AddressFamily::Unix, &addr)
+            let fd = listen_on(AddressFamily::Unix, &addr, false)
                 .map_err(|e| bind_error(&endpoint.to_string(), &e))?;
             Ok(vec![Listener {
                 socket: StdListener::Unix(UnixListener::from(fd)),
@@ -141,10 +147,18 @@ fn bind_error(what: &str, e: &io::Error) -> String {
     format!("cannot bind {what}: {}{hint}", describe(e))
 }
 
-fn listen_on(family: AddressFamily, addr: &dyn SockaddrLike) -> io::Result<OwnedFd> {
+fn listen_on(
+    family: AddressFamily,
+    addr: &dyn SockaddrLike,
+    reuse_port: bool,
+) -> io::Result<OwnedFd> {
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     if family != AddressFamily::Unix {
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        if reuse_port {
+            // Several processes on one port; the kernel spreads connections.
+            socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+        }
     }
     if family == AddressFamily::Inet6 {
         // [::]:P means IPv6 only; give 0.0.0.0:P as well for both.
@@ -158,10 +172,18 @@ fn listen_on(family: AddressFamily, addr: &dyn SockaddrLike) -> io::Result<Owned
     Ok(fd)
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let fd = match addr {
-        SocketAddr::V4(a) => listen_on(AddressFamily::Inet, &socket::SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => listen_on(AddressFamily::Inet6, &socket::SockaddrIn6::from(a))?,
+        SocketAddr::V4(a) => listen_on(
+            AddressFamily::Inet,
+            &socket::SockaddrIn::from(a),
+            reuse_port,
+        )?,
+        SocketAddr::V6(a) => listen_on(
+            AddressFamily::Inet6,
+            &socket::SockaddrIn6::from(a),
+            reuse_port,
+        )?,
     };
     Ok(TcpListener::from(fd))
 }
@@ -224,7 +246,7 @@ fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFil
     let addr = socket::UnixAddr::new(&here).map_err(io::Error::from)?;
     // umask is process-wide: this runs before any thread starts.
     let old = umask(Mode::from_bits_truncate(0o777 & !mode));
-    let bound = listen_on(AddressFamily::Unix, &addr);
+    let bound = listen_on(AddressFamily::Unix, &addr, false);
     umask(old);
     let fd = bound?;
     let st = at.lstat()?;
@@ -274,6 +296,8 @@ pub struct Wanted<'a> {
     /// `--backlog`: re-apply `listen(2)` with this backlog to every
     /// listener, inherited ones included.
     pub backlog: Option<u32>,
+    /// `SO_REUSEPORT` on the TCP sockets bound here.
+    pub reuse_port: bool,
 }
 
 impl Sources {
@@ -346,7 +370,7 @@ impl Sources {
         }
         for a in addresses {
             self.listeners
-                .extend(bind(a, want.unix_mode).map_err(Failure::runtime)?);
+                .extend(bind(a, want.unix_mode, want.reuse_port).map_err(Failure::runtime)?);
         }
         if let Some(n) = want.backlog {
             set_backlog(&self.listeners, n)?;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::timeout_at;
 
 use super::{Phase, Shared};
-use crate::diag::describe;
+use crate::diag::{describe, Level};
 use crate::peer::Peer;
 use crate::protocol::{self, Framer, Lines};
 
@@ -116,6 +116,19 @@ impl std::fmt::Display for End {
     }
 }
 
+/// What is known of a connection before it is served.
+pub struct Opening {
+    /// Who is on the other end: for a proxied connection, the client its
+    /// PROXY header named.
+    pub peer: Peer,
+    /// Bytes the client already sent (those that came after its PROXY
+    /// header): framed before anything is read.
+    pub first: Vec<u8>,
+    /// Log the connection at debug level only: the proxy's own connection
+    /// (a health check), not a client's.
+    pub quiet: bool,
+}
+
 /// One connection being served.
 struct State<S> {
     /// The client's socket: read for lines, written for the greeting, the
@@ -148,15 +161,20 @@ struct State<S> {
 /// line, so "closed" in the log means the next client can be served.
 pub async fn serve<S: Conn>(
     stream: S,
-    peer: Peer,
+    opening: Opening,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<Phase>,
     slot: impl Send,
 ) {
     let started = Instant::now();
+    let Opening { peer, first, quiet } = opening;
+    let via = peer.via();
     let peer = peer.to_string();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    crate::debug!("{peer}: connected");
+    match via {
+        Some(via) => crate::debug!("{peer}: connected through {via}"),
+        None => crate::debug!("{peer}: connected"),
+    }
     let mut st = State {
         stream,
         shared: shared.clone(),
@@ -166,7 +184,7 @@ pub async fn serve<S: Conn>(
         acks_stopped: None,
         partial_dropped: 0,
     };
-    let end = st.run(&peer).await;
+    let end = st.run(&peer, first).await;
     let _ = st.stream.shutdown().await;
     let State {
         stream,
@@ -179,10 +197,20 @@ pub async fn serve<S: Conn>(
     drop(stream);
     drop(slot);
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    // A health check (the proxy itself, sending nothing) that closes or
+    // resets, as HAProxy's do, has done its job.
+    let check_done = quiet
+        && lines == 0
+        && partial_dropped == 0
+        && match &end {
+            End::ClientEof => true,
+            End::Error(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            _ => false,
+        };
     let mut counts = format!("{lines} lines, {acks} acks");
     if shared.cfg.receive_only {
         counts.push_str(" (receive-only)");
-    } else if let Some(e) = acks_stopped {
+    } else if let Some(e) = acks_stopped.filter(|_| !check_done) {
         counts.push_str(&format!(
             ", {} unacked (acks stopped: {})",
             lines - acks,
@@ -194,14 +222,23 @@ pub async fn serve<S: Conn>(
             ", a partial last line of {partial_dropped} bytes not written"
         ));
     }
-    crate::info!(
-        "{peer}: closed ({end}): {counts}, {:.2} s",
-        started.elapsed().as_secs_f64()
+    let level = if quiet { Level::Debug } else { Level::Info };
+    let end = if check_done {
+        "health check done".to_string()
+    } else {
+        end.to_string()
+    };
+    crate::diag::emit(
+        level,
+        format_args!(
+            "{peer}: closed ({end}): {counts}, {:.2} s",
+            started.elapsed().as_secs_f64()
+        ),
     );
 }
 
 impl<S: Conn> State<S> {
-    async fn run(&mut self, peer: &str) -> End {
+    async fn run(&mut self, peer: &str, first: Vec<u8>) -> End {
         let cfg = self.shared.cfg.clone();
         if !cfg.receive_only {
             if let Err(e) = self.send(&cfg.texts.greeting_line()).await {
@@ -210,6 +247,7 @@ impl<S: Conn> State<S> {
         }
         let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
         let mut framer = Framer::new(cfg.max_line);
+        framer.push(&first);
         let end = self.read_lines(&mut framer, prefix.as_deref()).await;
         if !matches!(end, End::TooLong) {
             self.partial_dropped = framer.pending();
@@ -237,6 +275,14 @@ impl<S: Conn> State<S> {
             READ_CHUNK
         };
         let mut chunk = FIRST_READ.min(read_max);
+        if framer.pending() > 0 {
+            // What came with the PROXY header, before any read here.
+            match self.deliver(framer, prefix, false).await {
+                Err(end) => return end,
+                Ok(true) => last_line = Instant::now(),
+                Ok(false) => {}
+            }
+        }
         loop {
             let phase = *self.shutdown.borrow_and_update();
             if phase == Phase::Abort {
@@ -293,28 +339,43 @@ impl<S: Conn> State<S> {
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
-            let taken = framer.take(None, eof);
-            if let Some(lines) = taken.lines {
-                let done = match prefix {
-                    None => self.commit_and_ack(lines).await,
-                    Some(p) => self.commit_prefixed(p, lines).await,
-                };
-                if let Err(e) = done {
-                    return e;
-                }
-                last_line = Instant::now();
-            }
-            if taken.too_long {
-                if !cfg.receive_only {
-                    let _ = self.send(&protocol::too_long_line(cfg.max_line)).await;
-                }
-                return End::TooLong;
+            match self.deliver(framer, prefix, eof).await {
+                Err(end) => return end,
+                Ok(true) => last_line = Instant::now(),
+                Ok(false) => {}
             }
             if eof {
                 return End::ClientEof;
             }
             framer.shrink_if_empty();
         }
+    }
+
+    /// Takes the complete lines the framer holds, commits and acks them.
+    /// `Ok(true)` when there were lines; an error when the connection
+    /// must end (a line too long, a failed output or write).
+    async fn deliver(
+        &mut self,
+        framer: &mut Framer,
+        prefix: Option<&[u8]>,
+        eof: bool,
+    ) -> Result<bool, End> {
+        let taken = framer.take(None, eof);
+        let any = taken.lines.is_some();
+        if let Some(lines) = taken.lines {
+            match prefix {
+                None => self.commit_and_ack(lines).await?,
+                Some(p) => self.commit_prefixed(p, lines).await?,
+            }
+        }
+        if taken.too_long {
+            if !self.shared.cfg.receive_only {
+                let line = protocol::too_long_line(self.shared.cfg.max_line);
+                let _ = self.send(&line).await;
+            }
+            return Err(End::TooLong);
+        }
+        Ok(any)
     }
 
     /// Puts `prefix` before every line and commits the result in batches

@@ -16,6 +16,8 @@ test_expect_success 'installs into DESTDIR/PREFIX the tree packagers expect' '
 	./usr/lib/systemd/system/sockserve-accept@.service
 	./usr/lib/systemd/system/sockserve.service
 	./usr/lib/systemd/system/sockserve.socket
+	./usr/lib/systemd/system/sockserve@.service
+	./usr/lib/systemd/system/sockserve@.socket
 	./usr/share/bash-completion/completions/sockclient
 	./usr/share/bash-completion/completions/sockserve
 	./usr/share/doc/sockserve/README.md
