@@ -321,12 +321,15 @@ pub fn take_inherited(only: &[String]) -> Result<Inherited, String> {
             .filter(|n| !n.is_empty())
             .cloned()
             .unwrap_or_else(|| format!("fd {fd}"));
+        // The name as diagnostics show it: whoever set LISTEN_FDNAMES
+        // cannot break a log line or forge a journal priority with it.
+        let shown = crate::diag::escape(&name).into_owned();
         if !only.is_empty() && !only.contains(&name) {
-            crate::debug!("not serving inherited {name} (fd {fd}): not named by --fd-name");
+            crate::debug!("not serving inherited {shown} (fd {fd}): not named by --fd-name");
             continue;
         }
-        let kind = classify(fd).map_err(|e| format!("inherited fd {fd} ({name}): {e}"))?;
-        let err = |e: io::Error| format!("inherited fd {fd} ({name}): {}", describe(&e));
+        let kind = classify(fd).map_err(|e| format!("inherited fd {fd} ({shown}): {e}"))?;
+        let err = |e: io::Error| format!("inherited fd {fd} ({shown}): {}", describe(&e));
         match kind {
             Kind::Listener(AddressFamily::Unix) => {
                 let l = fds.take_unix_listener(idx).map_err(err)?;
@@ -358,7 +361,7 @@ pub fn take_inherited(only: &[String]) -> Result<Inherited, String> {
                 .map_err(|e| err(e.into()))?;
                 out.connections.push(Connection {
                     stream: stream_from(owned, family),
-                    name,
+                    name: shown,
                 });
             }
         }
@@ -377,12 +380,15 @@ fn unix_display(a: std::os::unix::net::SocketAddr) -> String {
     }
 }
 
+/// How logs name an inherited listener, escaped for them
+/// ([`crate::diag::escape`]).
 fn inherited_name(name: &str, fd: RawFd, addr: &Option<String>) -> String {
-    match addr {
+    let full = match addr {
         Some(a) if name.starts_with("fd ") => format!("{a} (fd {fd})"),
         Some(a) => format!("{a} ({name}, fd {fd})"),
         None => name.to_string(),
-    }
+    };
+    crate::diag::escape(&full).into_owned()
 }
 
 fn stream_from(fd: OwnedFd, family: AddressFamily) -> StdStream {

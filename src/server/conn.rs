@@ -145,8 +145,11 @@ pub async fn serve<S: Conn>(
 ) {
     let started = Instant::now();
     let peer = peer.to_string();
+    // The peer as logs name it: a PROXY header's source is the client's
+    // word, and must not break or forge a log line.
+    let shown = crate::diag::escape(&peer).into_owned();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    crate::debug!("{peer}: connected");
+    crate::debug!("{shown}: connected");
     let mut st = State {
         stream,
         shared: shared.clone(),
@@ -185,7 +188,7 @@ pub async fn serve<S: Conn>(
         ));
     }
     crate::info!(
-        "{peer}: closed ({end}): {counts}, {:.2} s",
+        "{shown}: closed ({end}): {counts}, {:.2} s",
         started.elapsed().as_secs_f64()
     );
 }

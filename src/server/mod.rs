@@ -354,7 +354,10 @@ impl Acceptor {
             }
         };
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        crate::info!("{peer}: refused: {reason}");
+        crate::info!(
+            "{}: refused: {reason}",
+            crate::diag::escape(&peer.to_string())
+        );
         if shared.cfg.receive_only {
             // Nothing is sent to a receive-only client: closing says it.
             return;
