@@ -6,13 +6,14 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::timeout_at;
 
+use super::format::{self, Records};
 use super::{Phase, Shared};
 use crate::diag::describe;
 use crate::peer::Peer;
@@ -116,7 +117,11 @@ struct State<S> {
     /// The server's phase: a drain changes when the connection ends
     /// ([`deadline`]), an abort ends it at once, even mid-write.
     shutdown: watch::Receiver<Phase>,
-    /// Complete lines read and handed to the sink, for the log line.
+    /// Makes the records of this connection's lines (plain, JSON,
+    /// journal entries).
+    records: Records,
+    /// Complete lines read and handed to the sink, for the log line; the
+    /// number of the last line, for the records.
     lines: u64,
     /// Acks written to the client, for the log line: fewer than `lines`
     /// when the connection ended between a commit and its ack, or when
@@ -150,10 +155,12 @@ pub async fn serve<S: Conn>(
     let shown = crate::diag::escape(&peer).into_owned();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
     crate::debug!("{shown}: connected");
+    let records = Records::new(shared.cfg.format, &peer, format::next_connection());
     let mut st = State {
         stream,
         shared: shared.clone(),
         shutdown,
+        records,
         lines: 0,
         acks: 0,
         acks_stopped: None,
@@ -281,9 +288,15 @@ impl<S: Conn> State<S> {
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
+            // When the lines were read, for records that say so.
+            let read_at = if self.records.timed() {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            };
             let taken = framer.take(prefix, eof);
             if let Some(lines) = taken.lines {
-                if let Err(e) = self.commit_and_ack(lines).await {
+                if let Err(e) = self.commit_and_ack(lines, read_at).await {
                     return e;
                 }
                 last_line = Instant::now();
@@ -301,11 +314,17 @@ impl<S: Conn> State<S> {
         }
     }
 
-    /// Hands the lines to the sink and acks them once they are written.
-    async fn commit_and_ack(&mut self, lines: Lines) -> Result<(), End> {
+    /// Hands the lines' records to the sink and acks the lines once they
+    /// are written.
+    async fn commit_and_ack(&mut self, lines: Lines, read_at: SystemTime) -> Result<(), End> {
         let n = lines.count;
+        let first = self.lines + 1;
         self.lines += n;
-        if !self.shared.sink.commit(lines.data, n).await {
+        let data = self
+            .records
+            .encode(lines, first, read_at)
+            .map_err(End::Error)?;
+        if !self.shared.sink.commit(data, n).await {
             return Err(End::OutputFailed);
         }
         if self.shared.cfg.receive_only {

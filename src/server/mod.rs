@@ -16,6 +16,7 @@
 
 pub mod access;
 mod conn;
+pub mod format;
 pub mod sink;
 
 use std::io;
@@ -28,13 +29,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::cli::ServeArgs;
+use crate::cli::{RecordFormat, ServeArgs};
 use crate::diag::describe;
 use crate::exit::Failure;
 use crate::listen::{SocketFile, Sources, StdListener, StdStream, Wanted};
 use crate::peer::{Cred, Peer};
 use crate::protocol::Texts;
 pub use access::Access;
+pub use format::Format;
 pub use sink::Output;
 use sink::Sink;
 
@@ -55,6 +57,8 @@ pub struct Config {
     pub fsync: bool,
     /// Write `PEER<TAB>` before each received line.
     pub prefix_peer: bool,
+    /// What each line becomes: plain or JSON.
+    pub format: Format,
     /// Who may connect.
     pub access: Access,
     /// Send clients nothing: no greeting, no acks, no refusal text.
@@ -66,12 +70,7 @@ impl Config {
     /// from inetd mode, `--max-connections` is fitted to the descriptor
     /// limit (raised first), and `--fsync` is checked against the output.
     pub fn new(args: &ServeArgs, sources: &Sources) -> Result<Config, Failure> {
-        let output = match (&args.output, sources.inetd) {
-            (Some(p), _) => Output::File(p.clone()),
-            // The connection is standard output: lines go to the journal.
-            (None, true) => Output::Stderr,
-            (None, false) => Output::Stdout,
-        };
+        let (output, format) = output_and_format(args, sources.inetd)?;
         if args.fsync {
             sink::check_fsync(&output).map_err(Failure::usage)?;
         }
@@ -84,10 +83,31 @@ impl Config {
             output,
             fsync: args.fsync,
             prefix_peer: args.prefix_peer,
+            format,
             access: args.access(),
             receive_only: args.receive_only,
         })
     }
+}
+
+/// Where lines go and what they become.
+fn output_and_format(args: &ServeArgs, inetd: bool) -> Result<(Output, Format), Failure> {
+    // Inetd: the connection is standard output; lines go to standard error.
+    let output = match (&args.output, inetd) {
+        (Some(p), _) => Output::File(p.clone()),
+        (None, true) => Output::Stderr,
+        (None, false) => Output::Stdout,
+    };
+    let format = match args.format {
+        RecordFormat::Plain => Format::Plain,
+        RecordFormat::Json if args.prefix_peer => {
+            return Err(Failure::usage(
+                "--prefix-peer is for --format plain: a JSON record names its peer in its \"peer\" field; drop --prefix-peer",
+            ))
+        }
+        RecordFormat::Json => Format::Json,
+    };
+    Ok((output, format))
 }
 
 /// Takes the sockets (before any thread starts), builds the config, and
