@@ -16,6 +16,7 @@ complete -c sockserve -l allow-uid -d 'Serve only Unix peers running as this use
 complete -c sockserve -l allow-gid -d 'Serve only Unix peers whose primary group is this, by id or name (repeatable)' -r
 complete -c sockserve -l fsync -d 'Ack a line only after fdatasync(2) of the output returned'
 complete -c sockserve -l prefix-peer -d 'Write the peer\'s address and a tab before each received line (--format plain only)'
+complete -c sockserve -l journal -d 'Send each received line to the journal as an entry of its own, exactly, at priority 6, with SOCKSERVE_PEER, SOCKSERVE_CONNECTION and SOCKSERVE_LINE fields; the default when standard output is the journal and no --output is given'
 complete -c sockserve -l receive-only -d 'Send clients nothing (no greeting, no acks, no refusal text): for senders that never read, such as logger, nc -N or socat -u'
 complete -c sockserve -l inetd -d 'Serve the one connection on standard input (inetd style), then exit; received lines go to --output or standard error'
 complete -c sockserve -s q -l quiet -d 'Log only warnings and errors'

@@ -138,6 +138,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = RecordFormat::Plain)]
     pub format: RecordFormat,
 
+    /// Send each received line to the journal as an entry of its own,
+    /// exactly, at priority 6, with SOCKSERVE_PEER, SOCKSERVE_CONNECTION
+    /// and SOCKSERVE_LINE fields; the default when standard output is the
+    /// journal and no --output is given
+    #[arg(long, conflicts_with_all = ["output", "fsync", "prefix_peer", "format"])]
+    pub journal: bool,
+
     /// Send clients nothing (no greeting, no acks, no refusal text): for
     /// senders that never read, such as logger, nc -N or socat -u
     #[arg(long)]

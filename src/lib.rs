@@ -19,8 +19,9 @@
 //!   before any thread starts.
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
 //!   one connection's life (`server/conn.rs`), the records each line
-//!   becomes (`server/format.rs`: plain or JSON) and the output sink with
-//!   its group commit (`server/sink.rs`).
+//!   becomes (`server/format.rs`: plain, JSON or journal entries), the
+//!   journal's native protocol (`server/journal.rs`) and the output sink
+//!   with its group commit (`server/sink.rs`).
 //! - [`client`]: sockclient's pump and ledger of lines sent and acked.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
 //!   error that carries one to `main`.

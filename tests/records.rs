@@ -1,6 +1,8 @@
 //! Records: `--format json` read back by programs nobody here wrote
 //! (Python's json module, jq), byte for byte; the sink's guarantees with
-//! JSON records (SIGHUP reopen, `--fsync`).
+//! JSON records (SIGHUP reopen, `--fsync`); `--journal` and the choice of
+//! the journal when standard output is the journal's stream. The journal
+//! itself, under a real systemd: `tests/shell/t0210-journal.sh`.
 
 mod common;
 
@@ -241,16 +243,94 @@ fn json_records_are_reopened_on_sighup_and_synced_with_fsync() {
 }
 
 #[test]
-fn prefix_peer_with_json_is_a_usage_error() {
-    let r = run_bin(
-        sockserve_bin(),
-        &["--format", "json", "--prefix-peer", "127.0.0.1:0"],
-        b"",
+fn format_and_journal_conflicts_are_usage_errors() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--format", "json", "--prefix-peer"],
+            "--prefix-peer is for --format plain",
+        ),
+        (&["--journal", "--fsync"], "cannot be used with"),
+        (&["--journal", "-o", "journal"], "cannot be used with"),
+        (&["--journal", "--format", "json"], "cannot be used with"),
+        (&["--journal", "--prefix-peer"], "cannot be used with"),
+    ];
+    for (args, says) in cases {
+        let mut a = args.to_vec();
+        a.push("127.0.0.1:0");
+        let r = run_bin(sockserve_bin(), &a, b"");
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+    }
+}
+
+/// The journal is a flag of its own; `-o journal` is a file named
+/// journal.
+#[test]
+fn journal_is_a_flag_and_output_journal_a_file() {
+    let r = run_bin(sockserve_bin(), &["--journal", "127.0.0.1:0"], b"");
+    assert!(!r.stderr.contains("unexpected argument"), "{}", r.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ServerBuilder::new(&["-o", "journal", "127.0.0.1:0"]);
+    b.cmd.current_dir(dir.path());
+    let mut s = b.start();
+    assert_eq!(run_client(&[s.addr()], b"to a file\n").code(), 0);
+    assert!(s.stop().success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("journal")).unwrap(),
+        "to a file\n"
     );
-    assert_eq!(r.code(), 2, "{}", r.stderr);
+}
+
+/// When standard output is the journal's stream (`JOURNAL_STREAM` names
+/// it), received lines go to the journal natively, never through that
+/// stream. This machine has no journald: sockserve says so and exits 1
+/// rather than write client bytes to the stream.
+#[test]
+fn stdout_that_is_the_journal_stream_means_the_native_journal() {
+    use std::os::fd::AsRawFd;
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("SKIP: this machine runs journald; t0210-journal.sh covers it");
+        return;
+    }
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let st = nix::sys::stat::fstat(b.as_raw_fd()).unwrap();
+    let stream = format!("{}:{}", st.st_dev, st.st_ino);
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(sockserve_bin())
+            .args(extra)
+            .arg("127.0.0.1:0")
+            .env("JOURNAL_STREAM", &stream)
+            .stdin(Stdio::null())
+            .stdout(std::os::fd::OwnedFd::from(b.try_clone().unwrap()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = Lines::collect(child.stderr.take().unwrap());
+        // Bounded: a sockserve that serves instead of failing is killed.
+        let st = wait_child(&mut child, Duration::from_secs(5), &err);
+        // The collector may still be reading the last line.
+        err.wait_for_within("sockserve:", Duration::from_secs(5));
+        (st.code(), err.text())
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
-        r.stderr.contains("--prefix-peer is for --format plain"),
-        "{}",
-        r.stderr
+        err.contains("cannot send lines to the journal at /run/systemd/journal/socket: no such file or directory; is systemd-journald running?"),
+        "{err}"
     );
+    let (code, err) = run(&["--format", "json"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("standard output is the journal"), "{err}");
+    // An explicit --output still wins.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("lines.log");
+    let mut sb = ServerBuilder::new(&["-o", log.to_str().unwrap(), "127.0.0.1:0"]).stdout(
+        Stdio::from(std::os::fd::OwnedFd::from(b.try_clone().unwrap())),
+    );
+    sb.cmd.env("JOURNAL_STREAM", &stream);
+    let mut s = sb.start();
+    assert_eq!(run_client(&[s.addr()], b"kept\n").code(), 0);
+    assert!(s.stop().success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept\n");
+    drop(a);
 }

@@ -10,6 +10,8 @@
 //! - **json**: one object per line, `{"time":…,"peer":…,"connection":…,
 //!   "line":…,"text":…}`, serialised by `serde_json`; a line that is not
 //!   UTF-8 carries `text_base64` instead of `text`.
+//! - **journal**: one native-protocol entry per line
+//!   ([`super::journal::frame`]), each framed for the sink with its length.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use base64::Engine;
 use memchr::memchr_iter;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
+use super::journal;
 use crate::protocol::Lines;
 
 /// What each received line becomes in the output.
@@ -29,6 +32,8 @@ pub enum Format {
     Plain,
     /// One JSON object per line.
     Json,
+    /// One journal entry per line, over the native protocol.
+    Journal,
 }
 
 /// A number for each connection, unique within the process.
@@ -43,17 +48,26 @@ pub fn next_connection() -> u64 {
 #[derive(Debug)]
 pub struct Records {
     format: Format,
-    /// The peer, as records name it (not escaped: JSON carries any text).
+    /// The peer, as records name it (not escaped: JSON and the journal's
+    /// binary fields carry any text).
     peer: String,
     connection: u64,
+    /// The journal fields every entry of this connection starts with.
+    journal_head: Vec<u8>,
 }
 
 impl Records {
     pub fn new(format: Format, peer: &str, connection: u64) -> Records {
+        let journal_head = if format == Format::Journal {
+            journal::head(peer, connection)
+        } else {
+            Vec::new()
+        };
         Records {
             format,
             peer: peer.to_string(),
             connection,
+            journal_head,
         }
     }
 
@@ -70,6 +84,7 @@ impl Records {
         Ok(match self.format {
             Format::Plain => lines.data,
             Format::Json => self.json(&lines, first, read_at)?,
+            Format::Journal => self.journal(&lines, first),
         })
     }
 
@@ -117,6 +132,16 @@ impl Records {
             out.extend_from_slice(b"}\n");
         }
         Ok(out)
+    }
+
+    fn journal(&self, lines: &Lines, first: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            lines.data.len() + (self.journal_head.len() + 64) * lines.count as usize,
+        );
+        for (i, text) in each_line(&lines.data).enumerate() {
+            journal::frame(&mut out, &self.journal_head, first + i as u64, text);
+        }
+        out
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod access;
 mod conn;
 pub mod format;
+pub mod journal;
 pub mod sink;
 
 use std::io;
@@ -57,7 +58,7 @@ pub struct Config {
     pub fsync: bool,
     /// Write `PEER<TAB>` before each received line.
     pub prefix_peer: bool,
-    /// What each line becomes: plain or JSON.
+    /// What each line becomes: plain, JSON, a journal entry.
     pub format: Format,
     /// Who may connect.
     pub access: Access,
@@ -90,9 +91,29 @@ impl Config {
     }
 }
 
-/// Where lines go and what they become.
+/// Where lines go and what they become. The journal, natively, when asked
+/// (`--journal`) or when the stream lines would go to is the journal's
+/// (`JOURNAL_STREAM`): client bytes never go through that stream, where
+/// journald reads `<N>` prefixes and cuts lines.
 fn output_and_format(args: &ServeArgs, inetd: bool) -> Result<(Output, Format), Failure> {
+    use std::os::fd::AsFd;
     // Inetd: the connection is standard output; lines go to standard error.
+    let stream_is_journal = || {
+        if inetd {
+            crate::diag::is_journal_stream(io::stderr().as_fd())
+        } else {
+            crate::diag::is_journal_stream(io::stdout().as_fd())
+        }
+    };
+    if args.journal || (args.output.is_none() && stream_is_journal()) {
+        if args.prefix_peer || args.format != RecordFormat::Plain {
+            return Err(Failure::usage(format!(
+                "standard {} is the journal, so each received line goes to it as an entry of its own, its peer in SOCKSERVE_PEER=; --format json and --prefix-peer are for files and pipes: give --output FILE, or drop them",
+                if inetd { "error" } else { "output" }
+            )));
+        }
+        return Ok((Output::Journal, Format::Journal));
+    }
     let output = match (&args.output, inetd) {
         (Some(p), _) => Output::File(p.clone()),
         (None, true) => Output::Stderr,

@@ -15,8 +15,12 @@
 //!   task writes under a lock itself and saves the thread hop (half the
 //!   round-trip latency).
 //!
-//! Either way, a write or sync that fails answers every batch, then and
-//! after, with failure: no line is ever acked that did not reach the
+//! The journal ([`Output::Journal`]) takes the thread path: the thread
+//! sends each entry of a batch to journald's socket ([`super::journal`]),
+//! which can block while journald is busy.
+//!
+//! Either way, a write, sync or send that fails answers every batch, then
+//! and after, with failure: no line is ever acked that did not reach the
 //! output.
 
 use std::fs::{File, OpenOptions};
@@ -29,6 +33,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
 
+use super::journal::{self, Journal};
 use crate::diag::describe;
 
 /// Where received lines go.
@@ -37,6 +42,8 @@ pub enum Output {
     Stdout,
     Stderr,
     File(PathBuf),
+    /// journald, over its native protocol: one entry per line.
+    Journal,
 }
 
 impl std::fmt::Display for Output {
@@ -45,6 +52,7 @@ impl std::fmt::Display for Output {
             Output::Stdout => f.write_str("standard output"),
             Output::Stderr => f.write_str("standard error"),
             Output::File(p) => write!(f, "{}", p.display()),
+            Output::Journal => f.write_str("the journal"),
         }
     }
 }
@@ -61,9 +69,15 @@ enum Msg {
     Reopen,
 }
 
+/// What the lines are written to.
+enum Target {
+    File(File),
+    Journal(Journal),
+}
+
 /// The output and what is known of it, whichever way lines reach it.
 struct Writer {
-    file: File,
+    target: Target,
     output: Output,
     fsync: bool,
     /// False once a write or sync failed: nothing is acked after that.
@@ -80,20 +94,27 @@ impl Writer {
         if !self.ok {
             return false;
         }
-        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-        let result = write_all_vectored(&mut self.file, &mut slices).and_then(|()| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
+        let result = match &mut self.target {
+            Target::File(file) => {
+                let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+                write_all_vectored(file, &mut slices).and_then(|()| {
+                    if self.fsync {
+                        file.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                })
             }
-        });
+            Target::Journal(j) => bufs.iter().try_for_each(|b| j.send_framed(b)),
+        };
         match result {
             Ok(()) => {
                 self.lines.fetch_add(lines, Ordering::Relaxed);
             }
             Err(e) => {
-                let what = if e.kind() == io::ErrorKind::BrokenPipe {
+                let what = if let Target::Journal(j) = &self.target {
+                    format!("cannot send lines to the journal at {}", j.path().display())
+                } else if e.kind() == io::ErrorKind::BrokenPipe {
                     "output closed".to_string()
                 } else {
                     format!("cannot write output {}", self.output)
@@ -113,9 +134,13 @@ impl Writer {
         if !self.ok {
             return;
         }
+        if let Target::Journal(_) = self.target {
+            crate::info!("output is the journal: nothing to reopen");
+            return;
+        }
         match open(&self.output) {
             Ok(f) => {
-                self.file = f;
+                self.target = Target::File(f);
                 crate::info!("reopened output {}", self.output);
             }
             Err(e) => crate::warn!("{e}; still writing to the old file"),
@@ -148,6 +173,9 @@ fn open(output: &Output) -> Result<File, String> {
     let fd = match output {
         Output::Stdout => io::stdout().as_fd().try_clone_to_owned(),
         Output::Stderr => io::stderr().as_fd().try_clone_to_owned(),
+        Output::Journal => {
+            return Err("the journal is not a file to open (a bug in sockserve)".to_string())
+        }
         Output::File(path) => {
             return OpenOptions::new()
                 .append(true)
@@ -159,6 +187,17 @@ fn open(output: &Output) -> Result<File, String> {
     };
     fd.map(File::from)
         .map_err(|e| format!("cannot use {output} as output: {}", describe(&e)))
+}
+
+/// Connects to journald's socket; the error says what to do.
+fn open_journal(path: &std::path::Path) -> Result<Journal, String> {
+    Journal::connect(path).map_err(|e| {
+        format!(
+            "cannot send lines to the journal at {}: {}; is systemd-journald running? (give --output FILE to write them elsewhere)",
+            path.display(),
+            describe(&e)
+        )
+    })
 }
 
 /// Whether writes to `file` can never wait for a reader.
@@ -183,11 +222,16 @@ impl Sink {
         fsync: bool,
         failed: watch::Sender<Option<String>>,
     ) -> Result<Sink, String> {
-        let file = open(&output)?;
+        let target = match output {
+            Output::Journal => {
+                Target::Journal(open_journal(std::path::Path::new(journal::SOCKET))?)
+            }
+            _ => Target::File(open(&output)?),
+        };
         let lines = Arc::new(AtomicU64::new(0));
-        let inline = !fsync && never_blocks(&file);
+        let inline = !fsync && matches!(&target, Target::File(f) if never_blocks(f));
         let writer = Writer {
-            file,
+            target,
             output,
             fsync,
             ok: true,
@@ -289,6 +333,11 @@ fn settle(writer: &mut Writer, pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<
 pub fn check_fsync(output: &Output) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match output {
+        Output::Journal => {
+            return Err(
+                "--fsync applies to files, and the output is the journal; give --output FILE, or drop --fsync".to_string(),
+            )
+        }
         Output::File(p) => match std::fs::metadata(p) {
             Ok(m) => m,
             // It will be created as a file.
