@@ -334,3 +334,56 @@ fn stdout_that_is_the_journal_stream_means_the_native_journal() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept\n");
     drop(a);
 }
+
+/// The README's example, run as written (on another port): sockserve's
+/// JSON records piped into jq, one line per record as it arrives.
+#[test]
+fn the_readme_jq_example_works_as_written() {
+    use std::os::unix::process::CommandExt;
+    if !have("jq") {
+        eprintln!("SKIP: jq not installed (Debian package jq; scripts/test installs it as root)");
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("    sockserve --format json "))
+        .expect("the README has a `sockserve --format json ... | jq` example");
+    assert!(example.contains("| jq "), "{example}");
+    let port = free_port();
+    let cmd = format!(
+        "sockserve --format json {}",
+        example.replace("127.0.0.1:10008", &format!("127.0.0.1:{port}"))
+    );
+    let bin_dir = std::path::Path::new(sockserve_bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &cmd])
+        .env("PATH", path)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::collect(child.stdout.take().unwrap());
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    err.wait_for("listening on");
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(run_client(&[&addr], b"hello\n\xff\n").code(), 0);
+    // Records reach jq as they are written, not at exit.
+    let first = out.wait_for("#1: hello");
+    out.wait_for(" #2: ");
+    let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
+    wait_child(&mut child, WAIT, &err);
+    assert!(first.starts_with("127.0.0.1:"), "{first}");
+    let all = out.all();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[1].ends_with(" #2: base64:/w=="), "{all:?}");
+}
