@@ -387,3 +387,47 @@ fn the_readme_jq_example_works_as_written() {
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(all[1].ends_with(" #2: base64:/w=="), "{all:?}");
 }
+
+/// With --inetd the connection is standard output and lines would go to
+/// standard error: when that is the journal's stream, they go to the
+/// journal natively instead (here, with no journald: exit 1, the line
+/// unacked), never through the stream.
+#[test]
+fn inetd_with_stderr_the_journal_stream_means_the_native_journal() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("SKIP: this machine runs journald; t0210-journal.sh covers it");
+        return;
+    }
+    let (mut client, server_side) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (err_read, err_write) = std::os::unix::net::UnixStream::pair().unwrap();
+    let st = nix::sys::stat::fstat(err_write.as_raw_fd()).unwrap();
+    let mut child = Command::new(sockserve_bin())
+        .arg("--inetd")
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stdin(OwnedFd::from(server_side.try_clone().unwrap()))
+        .stdout(OwnedFd::from(server_side))
+        .stderr(OwnedFd::from(err_write))
+        .spawn()
+        .unwrap();
+    client.write_all(b"<0>not through the stream\n").unwrap();
+    let err = Lines::collect(err_read);
+    let st = wait_child(&mut child, WAIT, &err);
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    err.wait_for("cannot send lines to the journal");
+    assert!(
+        !err.text().contains("not through the stream"),
+        "{}",
+        err.text()
+    );
+    let mut got = Vec::new();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = client.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("Information Received"),
+        "acked: {got:?}"
+    );
+}

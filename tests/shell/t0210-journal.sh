@@ -207,6 +207,28 @@ test_expect_success 'an entry too large for a datagram goes by memfd (9 MiB line
 	jq -j .MESSAGE entries | cmp - huge
 '
 
+test_expect_success 'journald and its sockets restarted: sockserve connects again, same process' '
+	SC stop systemd-journald.socket systemd-journald-dev-log.socket systemd-journald-audit.socket systemd-journald.service &&
+	SC start systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service &&
+	printf "after restart\n" | bounded sockclient -q 127.0.0.1:24008 &&
+	entries 1 -u sockserve.service "MESSAGE=after restart" &&
+	test "$(SC show -p MainPID --value sockserve.service)" = "$PID"
+'
+
+test_expect_success 'journald gone: no ack for a line it did not take; the service exits 1' '
+	SC stop systemd-journald.socket systemd-journald-dev-log.socket systemd-journald-audit.socket systemd-journald.service &&
+	test "$(SC is-active systemd-journald.service)" = inactive &&
+	printf "into the void\n" | bounded sockclient --ack-timeout 10s 127.0.0.1:24008 >acks 2>err;
+	test ! -s acks &&
+	grep -q "1 of 1 lines were not acknowledged" err &&
+	for i in $(seq 100); do
+		test "$(SC show -p ExecMainStatus --value sockserve.service)" = 1 && break
+		sleep 0.1
+	done &&
+	test "$(SC show -p ExecMainStatus --value sockserve.service)" = 1 &&
+	test "$(SC show -p Result --value sockserve.service)" = exit-code
+'
+
 if [ "$test_failed" -gt 0 ]; then
 	say "journal of the manager and the units, for the failures above:"
 	grep -v "^$" "$W/manager.log" | tail -40 | sed "s/^/#   /"
