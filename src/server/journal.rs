@@ -118,7 +118,7 @@ impl Journal {
                 .get(..8)
                 .and_then(|l| l.try_into().ok())
                 .map(|l| u64::from_le_bytes(l) as usize)
-                .and_then(|n| framed.get(8..8 + n));
+                .and_then(|n| framed.get(8..n.checked_add(8)?));
             let Some(entry) = entry else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
