@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueHint};
+use clap::{Args, Parser, ValueEnum, ValueHint};
 
 use crate::diag::Verbosity;
 use crate::endpoint::Endpoint;
@@ -110,6 +110,15 @@ fn max_line(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `--format`: what each received line becomes in a file or a pipe.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// The line itself
+    Plain,
+    /// One JSON object per line
+    Json,
+}
+
 fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
     if quiet {
         Verbosity::Quiet
@@ -160,8 +169,22 @@ pub struct ServeArgs {
     pub fsync: bool,
 
     /// Write the peer's address and a tab before each received line
+    /// (--format plain only)
     #[arg(long)]
     pub prefix_peer: bool,
+
+    /// What each received line becomes in the output: the line itself
+    /// (plain), or a JSON object with time, peer, connection, line and
+    /// text (json)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = RecordFormat::Plain)]
+    pub format: RecordFormat,
+
+    /// Send each received line to the journal as an entry of its own,
+    /// exactly, at priority 6, with SOCKSERVE_PEER, SOCKSERVE_CONNECTION
+    /// and SOCKSERVE_LINE fields; the default when standard output is the
+    /// journal and no --output is given
+    #[arg(long, conflicts_with_all = ["output", "fsync", "prefix_peer", "format"])]
+    pub journal: bool,
 
     /// Send clients nothing (no greeting, no acks, no refusal text): for
     /// senders that never read, such as logger, nc -N or socat -u

@@ -5,8 +5,10 @@
 //! inode) each line starts with a `<N>` syslog priority so journald files
 //! it at the right level.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
@@ -39,16 +41,53 @@ pub fn init(program: &'static str, verbosity: Verbosity) {
 }
 
 fn stderr_is_journal() -> bool {
+    is_journal_stream(std::io::stderr().as_fd())
+}
+
+/// Whether `fd` is the stream to the journal that systemd connected
+/// standard output or error to: `JOURNAL_STREAM` names its device and
+/// inode.
+pub fn is_journal_stream(fd: BorrowedFd<'_>) -> bool {
     let Ok(var) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
     let Some((dev, ino)) = var.split_once(':') else {
         return false;
     };
-    let Ok(st) = nix::sys::stat::fstat(std::io::stderr().as_raw_fd()) else {
+    let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) else {
         return false;
     };
     dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+}
+
+/// A text from outside (a peer's name, an inherited socket's name) made
+/// safe to put in a diagnostic: control characters (line breaks, NUL,
+/// escape sequences) and backslashes are written as escapes (`\n`,
+/// `\x1b`, `\u{85}`, `\\`), and a leading `<` as `\x3c`, so the text can
+/// neither end the line it is in, nor start one, nor pass for a journal
+/// priority such as `<0>`.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.starts_with('<') && !text.chars().any(|c| c == '\\' || c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '<' if i == 0 => out.push_str("\\x3c"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 pub fn program() -> &'static str {
@@ -142,6 +181,19 @@ pub fn describe(err: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_leaves_plain_text_and_defuses_the_rest() {
+        assert!(matches!(escape("127.0.0.1:5123"), Cow::Borrowed(_)));
+        assert_eq!(escape("sockserve"), "sockserve");
+        assert_eq!(escape("<0>boom"), "\\x3c0>boom");
+        assert_eq!(escape("a<b"), "a<b");
+        assert_eq!(escape("evil\n<0>x"), "evil\\n<0>x");
+        assert_eq!(escape("a\r\tb\0\x1b[2J"), "a\\r\\tb\\x00\\x1b[2J");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert_eq!(escape("nel\u{85}del\x7f"), "nel\\u{85}del\\x7f");
+        assert_eq!(escape("caf\u{e9}"), "caf\u{e9}");
+    }
 
     #[test]
     fn describe_strips_os_error() {

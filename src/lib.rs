@@ -18,8 +18,10 @@
 //!   (through `listenfd`), or a connection on standard input; decided once,
 //!   before any thread starts.
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
-//!   one connection's life (`server/conn.rs`) and the output sink with its
-//!   group commit (`server/sink.rs`).
+//!   one connection's life (`server/conn.rs`), the records each line
+//!   becomes (`server/format.rs`: plain, JSON or journal entries), the
+//!   journal's native protocol (`server/journal.rs`) and the output sink
+//!   with its group commit (`server/sink.rs`).
 //! - [`safepath`]: the output file and our socket files, named relative
 //!   to a directory descriptor taken at start, never through a symbolic
 //!   link at the last component.

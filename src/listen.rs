@@ -557,9 +557,11 @@ pub fn take_inherited(only: &[String]) -> Result<Inherited, String> {
         let fd = 3 + idx as RawFd;
         let given = names.get(idx).filter(|n| !n.is_empty()).cloned();
         let name = given.clone().unwrap_or_else(|| format!("fd {fd}"));
-        // "inherited fd 3", or "inherited fd 3 (web)" when it has a name.
+        // "inherited fd 3", or "inherited fd 3 (web)" when it has a name;
+        // the name escaped: whoever set LISTEN_FDNAMES cannot break a log
+        // line or forge a journal priority with it.
         let label = match &given {
-            Some(n) => format!("inherited fd {fd} ({n})"),
+            Some(n) => format!("inherited fd {fd} ({})", crate::diag::escape(n)),
             None => format!("inherited fd {fd}"),
         };
         if !only.is_empty() && !only.contains(&name) {
@@ -599,7 +601,7 @@ pub fn take_inherited(only: &[String]) -> Result<Inherited, String> {
                 .map_err(|e| err(e.into()))?;
                 out.connections.push(Connection {
                     stream: stream_from(owned, family),
-                    name,
+                    name: crate::diag::escape(&name).into_owned(),
                 });
             }
         }
@@ -618,12 +620,15 @@ fn unix_display(a: std::os::unix::net::SocketAddr) -> String {
     }
 }
 
+/// How logs name an inherited listener, escaped for them
+/// ([`crate::diag::escape`]).
 fn inherited_name(name: &str, fd: RawFd, addr: &Option<String>) -> String {
-    match addr {
+    let full = match addr {
         Some(a) if name.starts_with("fd ") => format!("{a} (fd {fd})"),
         Some(a) => format!("{a} ({name}, fd {fd})"),
         None => name.to_string(),
-    }
+    };
+    crate::diag::escape(&full).into_owned()
 }
 
 fn stream_from(fd: OwnedFd, family: AddressFamily) -> StdStream {

@@ -6,13 +6,14 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::timeout_at;
 
+use super::format::{self, Records};
 use super::{Phase, Shared};
 use crate::diag::{describe, Level};
 use crate::peer::Peer;
@@ -139,7 +140,11 @@ struct State<S> {
     /// The server's phase: a drain changes when the connection ends
     /// ([`deadline`]), an abort ends it at once, even mid-write.
     shutdown: watch::Receiver<Phase>,
-    /// Complete lines read and handed to the sink, for the log line.
+    /// Makes the records of this connection's lines (plain, JSON,
+    /// journal entries).
+    records: Records,
+    /// Complete lines read and handed to the sink, for the log line; the
+    /// number of the last line, for the records.
     lines: u64,
     /// Acks written to the client, for the log line: fewer than `lines`
     /// when the connection ended between a commit and its ack, or when
@@ -170,15 +175,20 @@ pub async fn serve<S: Conn>(
     let Opening { peer, first, quiet } = opening;
     let via = peer.via();
     let peer = peer.to_string();
+    // The peer as logs name it: a PROXY header's source is the client's
+    // word, and must not break or forge a log line.
+    let shown = crate::diag::escape(&peer).into_owned();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
     match via {
-        Some(via) => crate::debug!("{peer}: connected through {via}"),
-        None => crate::debug!("{peer}: connected"),
+        Some(via) => crate::debug!("{shown}: connected through {via}"),
+        None => crate::debug!("{shown}: connected"),
     }
+    let records = Records::new(shared.cfg.format, &peer, format::next_connection());
     let mut st = State {
         stream,
         shared: shared.clone(),
         shutdown,
+        records,
         lines: 0,
         acks: 0,
         acks_stopped: None,
@@ -231,7 +241,7 @@ pub async fn serve<S: Conn>(
     crate::diag::emit(
         level,
         format_args!(
-            "{peer}: closed ({end}): {counts}, {:.2} s",
+            "{shown}: closed ({end}): {counts}, {:.2} s",
             started.elapsed().as_secs_f64()
         ),
     );
@@ -360,11 +370,18 @@ impl<S: Conn> State<S> {
         prefix: Option<&[u8]>,
         eof: bool,
     ) -> Result<bool, End> {
+        // When the lines were read, for records that say so.
+        let read_at = if self.records.timed() {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
         let taken = framer.take(None, eof);
         let any = taken.lines.is_some();
         if let Some(lines) = taken.lines {
             match prefix {
-                None => self.commit_and_ack(lines).await?,
+                None => self.commit_and_ack(lines, read_at).await?,
+                // --prefix-peer is for plain output only.
                 Some(p) => self.commit_prefixed(p, lines).await?,
             }
         }
@@ -411,14 +428,20 @@ impl<S: Conn> State<S> {
         self.ack(committed).await
     }
 
-    /// Hands the lines to the sink and acks them once they are written.
-    async fn commit_and_ack(&mut self, lines: Lines) -> Result<(), End> {
+    /// Hands the lines' records to the sink and acks the lines once they
+    /// are written.
+    async fn commit_and_ack(&mut self, lines: Lines, read_at: SystemTime) -> Result<(), End> {
         let n = lines.count;
-        self.commit(lines).await?;
+        let data = self
+            .records
+            .encode(lines, self.lines + 1, read_at)
+            .map_err(End::Error)?;
+        self.commit(Lines { data, count: n }).await?;
         self.ack(n).await
     }
 
-    /// Hands lines to the sink; `Err` when they did not reach the output.
+    /// Hands lines (or their records) to the sink; `Err` when they did not
+    /// reach the output.
     async fn commit(&mut self, lines: Lines) -> Result<(), End> {
         self.lines += lines.count;
         if !self.shared.sink.commit(lines.data, lines.count).await {

@@ -16,6 +16,8 @@
 
 pub mod access;
 mod conn;
+pub mod format;
+pub mod journal;
 pub mod proxy;
 pub mod sink;
 
@@ -30,13 +32,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::cli::ServeArgs;
+use crate::cli::{RecordFormat, ServeArgs};
 use crate::diag::describe;
 use crate::exit::Failure;
 use crate::listen::{SocketFile, Sources, StdListener, StdStream, Wanted};
 use crate::peer::{Cred, Peer};
 use crate::protocol::Texts;
 pub use access::Access;
+pub use format::Format;
 use ipnet::IpNet;
 pub use sink::Output;
 use sink::Sink;
@@ -58,6 +61,8 @@ pub struct Config {
     pub fsync: bool,
     /// Write `PEER<TAB>` before each received line.
     pub prefix_peer: bool,
+    /// What each line becomes: plain, JSON, a journal entry.
+    pub format: Format,
     /// Who may connect.
     pub access: Access,
     /// Send clients nothing: no greeting, no acks, no refusal text.
@@ -72,7 +77,7 @@ pub struct Config {
 impl Config {
     /// The config for these arguments and sockets: `--max-connections` is
     /// fitted to the descriptor limit (raised first).
-    pub fn new(args: &ServeArgs, sources: &Sources, output: Output) -> Config {
+    pub fn new(args: &ServeArgs, sources: &Sources, output: Output, format: Format) -> Config {
         let tcp = sources
             .listeners
             .iter()
@@ -106,6 +111,7 @@ impl Config {
             output,
             fsync: args.fsync,
             prefix_peer: args.prefix_peer,
+            format,
             access: args.access(),
             receive_only: args.receive_only,
             proxy_protocol: args.proxy_protocol.clone(),
@@ -113,10 +119,36 @@ impl Config {
         }
     }
 
-    /// Where received lines go: `-o`, or standard error when standard
-    /// output is the connection (inetd), else standard output. `--fsync` is
-    /// checked against it.
-    pub fn output(args: &ServeArgs, inetd: bool) -> Result<Output, Failure> {
+    /// Where received lines go and what they become: the journal,
+    /// natively, when asked (`--journal`) or when the stream lines would
+    /// go to is the journal's (`JOURNAL_STREAM`): client bytes never go
+    /// through that stream, where journald reads `<N>` prefixes and cuts
+    /// lines. Else `-o`, or standard error when standard output is the
+    /// connection (inetd), else standard output. `--fsync` is checked
+    /// against it.
+    pub fn output(args: &ServeArgs, inetd: bool) -> Result<(Output, Format), Failure> {
+        use std::os::fd::AsFd;
+        // Inetd: the connection is standard output; lines go to standard
+        // error.
+        let stream_is_journal = || {
+            if inetd {
+                crate::diag::is_journal_stream(io::stderr().as_fd())
+            } else {
+                crate::diag::is_journal_stream(io::stdout().as_fd())
+            }
+        };
+        if args.journal || (args.output.is_none() && stream_is_journal()) {
+            if args.prefix_peer || args.format != RecordFormat::Plain {
+                return Err(Failure::usage(format!(
+                    "standard {} is the journal, so each received line goes to it as an entry of its own, its peer in SOCKSERVE_PEER=; --format json and --prefix-peer are for files and pipes: give --output FILE, or drop them",
+                    if inetd { "error" } else { "output" }
+                )));
+            }
+            if args.fsync {
+                sink::check_fsync(&Output::Journal).map_err(Failure::usage)?;
+            }
+            return Ok((Output::Journal, Format::Journal));
+        }
         let output = match (args.output.as_deref().map(Output::from_arg), inetd) {
             (Some(Output::Stdout), true) => {
                 return Err(Failure::usage(
@@ -124,14 +156,22 @@ impl Config {
                 ))
             }
             (Some(o), _) => o,
-            // The connection is standard output: lines go to the journal.
             (None, true) => Output::Stderr,
             (None, false) => Output::Stdout,
+        };
+        let format = match args.format {
+            RecordFormat::Plain => Format::Plain,
+            RecordFormat::Json if args.prefix_peer => {
+                return Err(Failure::usage(
+                    "--prefix-peer is for --format plain: a JSON record names its peer in its \"peer\" field; drop --prefix-peer",
+                ))
+            }
+            RecordFormat::Json => Format::Json,
         };
         if args.fsync {
             sink::check_fsync(&output).map_err(Failure::usage)?;
         }
-        Ok(output)
+        Ok((output, format))
     }
 }
 
@@ -148,7 +188,7 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         reuse_port: args.reuse_port,
     };
     let mut sources = Sources::inherit(want)?;
-    let output = Config::output(&args, sources.inetd)?;
+    let (output, format) = Config::output(&args, sources.inetd)?;
     // The output before the listeners: a client is never greeted by a
     // server that cannot write its lines, and a stop while waiting for a
     // FIFO's reader leaves no socket file behind.
@@ -156,7 +196,11 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         return Ok(());
     };
     sources.bind(want)?;
-    run(Config::new(&args, &sources, output), sources, opened)
+    run(
+        Config::new(&args, &sources, output, format),
+        sources,
+        opened,
+    )
 }
 
 /// Where the server is in its life.
