@@ -5,7 +5,9 @@
 //!
 //!     loadgen throughput ADDR LINES            pipelined lines/s on one connection
 //!     loadgen multi ADDR CLIENTS LINES         pipelined lines/s over many connections
-//!     loadgen connrate ADDR THREADS SECONDS    connect, greeting, line, ack, close: per s
+//!     loadgen connrate ADDR THREADS SECONDS [v1|v2]
+//!                                              connect, greeting, line, ack, close: per s;
+//!                                              with v1 or v2, a PROXY header first
 //!     loadgen hold ADDR N                      hold N served connections until stdin ends
 //!     loadgen latency ADDR COUNT               one-line round trips: p50 and p99 in µs
 //!     loadgen fsync-baseline FILE SECONDS      one fdatasync per line: lines/s
@@ -53,10 +55,35 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 
 /// Connects and checks the greeting.
 fn connect(a: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&a, Duration::from_secs(10))
+    connect_with(a, None)
+}
+
+/// A PROXY header as a balancer sends it, naming a client 192.0.2.1:PORT.
+fn proxy_header(version: &str, port: u16, to: SocketAddr) -> Vec<u8> {
+    match version {
+        "v1" => format!("PROXY TCP4 192.0.2.1 127.0.0.1 {port} {}\r\n", to.port()).into_bytes(),
+        "v2" => {
+            let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+            h.extend_from_slice(&[192, 0, 2, 1, 127, 0, 0, 1]);
+            h.extend_from_slice(&port.to_be_bytes());
+            h.extend_from_slice(&to.port().to_be_bytes());
+            h
+        }
+        v => die(format!("'{v}' is not v1 or v2")),
+    }
+}
+
+/// Connects, sends `header` (a PROXY header) if any, and checks the
+/// greeting.
+fn connect_with(a: SocketAddr, header: Option<&[u8]>) -> TcpStream {
+    let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(10))
         .unwrap_or_else(|e| die(format!("connect {a}: {e}")));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_nodelay(true).unwrap();
+    if let Some(h) = header {
+        s.write_all(h)
+            .unwrap_or_else(|e| die(format!("send the PROXY header: {e}")));
+    }
     let mut g = [0u8; 8];
     let mut got = 0;
     while got < 8 {
@@ -294,14 +321,19 @@ fn main() {
             let a = addr(&args[2]);
             let threads: u64 = arg(&args, 3, "THREADS");
             let secs: f64 = arg(&args, 4, "SECONDS");
+            let proxy = args.get(5).cloned();
             let stop = Instant::now() + Duration::from_secs_f64(secs.min(LIMIT.as_secs_f64()));
             let t = Instant::now();
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
+                    let proxy = proxy.clone();
                     std::thread::spawn(move || {
                         let mut done = 0u64;
                         while Instant::now() < stop && done < 1_000_000 {
-                            let mut s = connect(a);
+                            let header = proxy
+                                .as_deref()
+                                .map(|v| proxy_header(v, 1024 + (done % 60000) as u16, a));
+                            let mut s = connect_with(a, header.as_deref());
                             s.write_all(b"one line\n")
                                 .unwrap_or_else(|e| die(format!("send: {e}")));
                             read_acks(&s, 1);

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueHint};
+use clap::{Args, Parser, ValueEnum, ValueHint};
 
-use crate::diag::{parse_duration, Verbosity};
+use crate::diag::Verbosity;
 use crate::endpoint::Endpoint;
 use crate::protocol::{self, Texts};
 use crate::server::access::{self, Access};
@@ -16,13 +16,13 @@ use ipnet::IpNet;
 #[derive(Args, Debug, Clone)]
 pub struct TextArgs {
     /// Greeting line sent on connect
-    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_GREETING, value_parser = protocol::validate_text)]
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other, default_value = protocol::DEFAULT_GREETING, value_parser = protocol::validate_text)]
     pub greeting: String,
     /// Acknowledgement line sent for every line received
-    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_ACK, value_parser = protocol::validate_text)]
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other, default_value = protocol::DEFAULT_ACK, value_parser = protocol::validate_text)]
     pub ack: String,
     /// Text of the refusal greeting (a greeting containing it is a refusal)
-    #[arg(long, value_name = "TEXT", default_value = protocol::DEFAULT_REFUSAL, value_parser = protocol::validate_text)]
+    #[arg(long, value_name = "TEXT", value_hint = ValueHint::Other, default_value = protocol::DEFAULT_REFUSAL, value_parser = protocol::validate_text)]
     pub refusal: String,
 }
 
@@ -36,8 +36,49 @@ impl TextArgs {
     }
 }
 
+/// The longest duration either tool takes: about 31 years, far beyond
+/// any timeout, and short enough for every clock sum to fit.
+const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
+
+/// Parses a duration as systemd writes time spans (`250ms`, `10s`,
+/// `2min`, `1h 30min`, `1.5h`, `2d`; units `us`, `ms`, `s`, `min` or `m`,
+/// `h`, `d`, and their long names), through `humantime`; a plain number
+/// (`5`, `0.5`) is seconds. `0` is a valid duration; callers decide what
+/// it means.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let d = match t.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs <= MAX_DURATION.as_secs_f64() => {
+            Duration::from_secs_f64(secs)
+        }
+        Ok(_) if t.starts_with('-') => return Err(format!("'{s}' is negative")),
+        Ok(_) => return Err(format!("'{s}' is out of range")),
+        Err(_) => humantime::parse_duration(t).map_err(|_| {
+            format!("'{s}' is not a duration (examples: 5, 0.5, 250ms, 10s, 2min, 1h 30min)")
+        })?,
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "'{s}' is out of range (at most {}s)",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
+}
+
+/// `--backlog`: a `listen(2)` backlog, above 0 and within an `int`.
+fn backlog(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 && n <= i32::MAX as u32 => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a whole number from 1 to {}",
+            i32::MAX
+        )),
+    }
 }
 
 fn octal_mode(s: &str) -> Result<u32, String> {
@@ -69,6 +110,15 @@ fn max_line(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `--format`: what each received line becomes in a file or a pipe.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// The line itself
+    Plain,
+    /// One JSON object per line
+    Json,
+}
+
 fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
     if quiet {
         Verbosity::Quiet
@@ -86,7 +136,7 @@ fn verbosity(quiet: bool, verbose: bool) -> Verbosity {
 pub struct ServeArgs {
     /// Addresses to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or
     /// unix:@NAME. Default 127.0.0.1:10008 when no socket is inherited.
-    #[arg(value_name = "ADDRESS")]
+    #[arg(value_name = "ADDRESS", value_hint = ValueHint::Other)]
     pub addresses: Vec<Endpoint>,
 
     #[command(flatten)]
@@ -94,19 +144,19 @@ pub struct ServeArgs {
 
     /// Longest line accepted, in bytes, line ending excluded; a longer one
     /// closes the connection unacked
-    #[arg(long, value_name = "BYTES", default_value_t = protocol::DEFAULT_MAX_LINE, value_parser = max_line)]
+    #[arg(long, value_name = "BYTES", value_hint = ValueHint::Other, default_value_t = protocol::DEFAULT_MAX_LINE, value_parser = max_line)]
     pub max_line: usize,
 
     /// Connections served at once; more get the refusal greeting
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = positive)]
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, default_value_t = 1024, value_parser = positive)]
     pub max_connections: usize,
 
     /// Close a connection that sends no complete line for this long (0: never)
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_hint = ValueHint::Other, default_value = "300s", value_parser = duration)]
     pub idle_timeout: Duration,
 
     /// Longest drain after SIGTERM or SIGINT before connections are cut
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_hint = ValueHint::Other, default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
 
     /// Append received lines to this file (mode 0640 if created) instead of
@@ -119,21 +169,41 @@ pub struct ServeArgs {
     pub fsync: bool,
 
     /// Write the peer's address and a tab before each received line
+    /// (--format plain only)
     #[arg(long)]
     pub prefix_peer: bool,
+
+    /// What each received line becomes in the output: the line itself
+    /// (plain), or a JSON object with time, peer, connection, line and
+    /// text (json)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = RecordFormat::Plain)]
+    pub format: RecordFormat,
+
+    /// Send each received line to the journal as an entry of its own,
+    /// exactly, at priority 6, with SOCKSERVE_PEER, SOCKSERVE_CONNECTION
+    /// and SOCKSERVE_LINE fields; the default when standard output is the
+    /// journal and no --output is given
+    #[arg(long, conflicts_with_all = ["output", "fsync", "prefix_peer", "format"])]
+    pub journal: bool,
 
     /// Send clients nothing (no greeting, no acks, no refusal text): for
     /// senders that never read, such as logger, nc -N or socat -u
     #[arg(long)]
     pub receive_only: bool,
 
+    /// Re-apply listen(2) with this backlog to every listener, inherited
+    /// ones included (default: 4096 for sockserve's own binds; inherited
+    /// backlogs left as they are); net.core.somaxconn caps it
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, value_parser = backlog)]
+    pub backlog: Option<u32>,
+
     /// Mode of the Unix socket files sockserve creates, in octal
-    #[arg(long, value_name = "MODE", default_value = "0660", value_parser = octal_mode)]
+    #[arg(long, value_name = "MODE", value_hint = ValueHint::Other, default_value = "0660", value_parser = octal_mode)]
     pub unix_mode: u32,
 
     /// Serve only the inherited sockets with this LISTEN_FDNAMES name
     /// (repeatable)
-    #[arg(long = "fd-name", value_name = "NAME")]
+    #[arg(long = "fd-name", value_name = "NAME", value_hint = ValueHint::Other)]
     pub fd_names: Vec<String>,
 
     /// Serve the one connection on standard input (inetd style), then exit;
@@ -142,22 +212,38 @@ pub struct ServeArgs {
     pub inetd: bool,
 
     /// Serve only TCP peers in this address or CIDR block (repeatable)
-    #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
+    #[arg(long, value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
     pub allow: Vec<IpNet>,
 
     /// Refuse TCP peers in this address or CIDR block (repeatable; wins
     /// over --allow)
-    #[arg(long, value_name = "CIDR", value_parser = access::parse_cidr)]
+    #[arg(long, value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
     pub deny: Vec<IpNet>,
+
+    /// TCP peers in this address or CIDR block (a load balancer) must begin
+    /// each connection with a PROXY protocol header (v1 or v2), whose
+    /// source is then the peer; other TCP peers are refused (repeatable)
+    #[arg(long = "proxy-protocol", value_name = "CIDR", value_hint = ValueHint::Other, value_parser = access::parse_cidr)]
+    pub proxy_protocol: Vec<IpNet>,
+
+    /// Serve at most N connections at once from one source address; more
+    /// get the refusal greeting
+    #[arg(long, value_name = "N", value_hint = ValueHint::Other, value_parser = positive)]
+    pub max_per_source: Option<usize>,
+
+    /// Set SO_REUSEPORT on the TCP sockets sockserve binds, so that several
+    /// processes can listen on one port
+    #[arg(long, conflicts_with = "inetd")]
+    pub reuse_port: bool,
 
     /// Serve only Unix peers running as this user, by id or name
     /// (repeatable)
-    #[arg(long = "allow-uid", value_name = "UID", value_parser = access::parse_uid)]
+    #[arg(long = "allow-uid", value_name = "UID", value_hint = ValueHint::Other, value_parser = access::parse_uid)]
     pub allow_uid: Vec<u32>,
 
     /// Serve only Unix peers whose primary group is this, by id or name
     /// (repeatable)
-    #[arg(long = "allow-gid", value_name = "GID", value_parser = access::parse_gid)]
+    #[arg(long = "allow-gid", value_name = "GID", value_hint = ValueHint::Other, value_parser = access::parse_gid)]
     pub allow_gid: Vec<u32>,
 
     /// Speak TLS (1.2 and 1.3) on every TCP connection, with this
@@ -355,6 +441,39 @@ impl ClientArgs {
             [a] => a.parse(),
             [h, p] => Endpoint::from_host_port(h, p),
             _ => Err("give ADDRESS or HOST PORT".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("5"), Duration::from_secs(5));
+        assert_eq!(ok("0.5"), Duration::from_millis(500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("2min"), Duration::from_secs(120));
+        assert_eq!(ok("1h 30min"), Duration::from_secs(5400));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("2d"), Duration::from_secs(2 * 86400));
+        assert_eq!(ok("500us"), Duration::from_micros(500));
+        for bad in [
+            "",
+            "x",
+            "-1",
+            "1x",
+            "nan",
+            "inf",
+            "5 parsecs",
+            "99999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

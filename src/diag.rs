@@ -5,8 +5,10 @@
 //! inode) each line starts with a `<N>` syslog priority so journald files
 //! it at the right level.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
@@ -39,16 +41,53 @@ pub fn init(program: &'static str, verbosity: Verbosity) {
 }
 
 fn stderr_is_journal() -> bool {
+    is_journal_stream(std::io::stderr().as_fd())
+}
+
+/// Whether `fd` is the stream to the journal that systemd connected
+/// standard output or error to: `JOURNAL_STREAM` names its device and
+/// inode.
+pub fn is_journal_stream(fd: BorrowedFd<'_>) -> bool {
     let Ok(var) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
     let Some((dev, ino)) = var.split_once(':') else {
         return false;
     };
-    let Ok(st) = nix::sys::stat::fstat(std::io::stderr().as_raw_fd()) else {
+    let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) else {
         return false;
     };
     dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+}
+
+/// A text from outside (a peer's name, an inherited socket's name) made
+/// safe to put in a diagnostic: control characters (line breaks, NUL,
+/// escape sequences) and backslashes are written as escapes (`\n`,
+/// `\x1b`, `\u{85}`, `\\`), and a leading `<` as `\x3c`, so the text can
+/// neither end the line it is in, nor start one, nor pass for a journal
+/// priority such as `<0>`.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.starts_with('<') && !text.chars().any(|c| c == '\\' || c.is_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '<' if i == 0 => out.push_str("\\x3c"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 pub fn program() -> &'static str {
@@ -116,6 +155,11 @@ pub fn describe(err: &std::io::Error) -> String {
         return s.to_string();
     }
     let text = err.to_string();
+    // The resolver's errors: "failed to lookup address information: Name
+    // or service not known" says less than its own last part.
+    let text = text
+        .strip_prefix("failed to lookup address information: ")
+        .map_or(text.clone(), str::to_string);
     match text.find(" (os error") {
         Some(i) => {
             let mut t = text[..i].to_string();
@@ -124,48 +168,31 @@ pub fn describe(err: &std::io::Error) -> String {
             }
             t
         }
-        None => text,
+        None => {
+            let mut t = text;
+            if let Some(c) = t.get_mut(..1) {
+                c.make_ascii_lowercase();
+            }
+            t
+        }
     }
-}
-
-/// Parses a duration: plain seconds (`5`, `0.5`) or with a suffix `ms`,
-/// `s` or `m`. `0` is a valid duration; callers decide what it means.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 5, 0.5, 250ms, 10s, 2m)"))?;
-    if !v.is_finite() || v < 0.0 || v * scale > 1e9 {
-        return Err(format!("'{s}' is out of range"));
-    }
-    Ok(std::time::Duration::from_secs_f64(v * scale))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "x", "-1", "1h", "nan", "inf"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
+    fn escape_leaves_plain_text_and_defuses_the_rest() {
+        assert!(matches!(escape("127.0.0.1:5123"), Cow::Borrowed(_)));
+        assert_eq!(escape("sockserve"), "sockserve");
+        assert_eq!(escape("<0>boom"), "\\x3c0>boom");
+        assert_eq!(escape("a<b"), "a<b");
+        assert_eq!(escape("evil\n<0>x"), "evil\\n<0>x");
+        assert_eq!(escape("a\r\tb\0\x1b[2J"), "a\\r\\tb\\x00\\x1b[2J");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert_eq!(escape("nel\u{85}del\x7f"), "nel\\u{85}del\\x7f");
+        assert_eq!(escape("caf\u{e9}"), "caf\u{e9}");
     }
 
     #[test]

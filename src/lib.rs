@@ -19,8 +19,10 @@
 //!   before any thread starts.
 //! - [`server`]: accept loops, the connection limit, signals and the drain,
 //!   one connection's life (`server/conn.rs`), TLS streams in that life
-//!   (`server/tls.rs`), and the output sink with its
-//!   group commit (`server/sink.rs`).
+//!   (`server/tls.rs`), the records each line
+//!   becomes (`server/format.rs`: plain, JSON or journal entries), the
+//!   journal's native protocol (`server/journal.rs`) and the output sink
+//!   with its group commit (`server/sink.rs`).
 //! - [`safepath`]: the output file and our socket files, named relative
 //!   to a directory descriptor taken at start, never through a symbolic
 //!   link at the last component.

@@ -79,8 +79,13 @@ impl Drop for SocketFile {
 }
 
 /// Binds every address an endpoint stands for. A host name that resolves
-/// to several addresses (`localhost`) is bound on each.
-pub fn bind(endpoint: &Endpoint, unix_mode: u32) -> Result<Vec<Listener>, String> {
+/// to several addresses (`localhost`) is bound on each. `reuse_port` sets
+/// `SO_REUSEPORT` on TCP sockets.
+pub fn bind(
+    endpoint: &Endpoint,
+    unix_mode: u32,
+    reuse_port: bool,
+) -> Result<Vec<Listener>, String> {
     match endpoint {
         Endpoint::Tcp { .. } => {
             let addrs = endpoint
@@ -92,7 +97,8 @@ pub fn bind(endpoint: &Endpoint, unix_mode: u32) -> Result<Vec<Listener>, String
             addrs
                 .into_iter()
                 .map(|a| {
-                    let socket = bind_tcp(a).map_err(|e| bind_error(&a.to_string(), &e))?;
+                    let socket =
+                        bind_tcp(a, reuse_port).map_err(|e| bind_error(&a.to_string(), &e))?;
                     let name = socket
                         .local_addr()
                         .map(|l| l.to_string())
@@ -117,7 +123,7 @@ pub fn bind(endpoint: &Endpoint, unix_mode: u32) -> Result<Vec<Listener>, String
         Endpoint::Abstract(name) => {
             let addr = socket::UnixAddr::new_abstract(name)
                 .map_err(|e| bind_error(&endpoint.to_string(), &e.into()))?;
-            let fd = listen_on(AddressFamily::Unix, &addr)
+            let fd = listen_on(AddressFamily::Unix, &addr, false)
                 .map_err(|e| bind_error(&endpoint.to_string(), &e))?;
             Ok(vec![Listener {
                 socket: StdListener::Unix(UnixListener::from(fd)),
@@ -135,15 +141,24 @@ fn bind_error(what: &str, e: &io::Error) -> String {
             "; pick another address or run with the right privileges"
         }
         io::ErrorKind::AddrNotAvailable => "; pick an address of this machine",
+        io::ErrorKind::NotFound if what.starts_with("unix:") => "; create its folder first",
         _ => "",
     };
     format!("cannot bind {what}: {}{hint}", describe(e))
 }
 
-fn listen_on(family: AddressFamily, addr: &dyn SockaddrLike) -> io::Result<OwnedFd> {
+fn listen_on(
+    family: AddressFamily,
+    addr: &dyn SockaddrLike,
+    reuse_port: bool,
+) -> io::Result<OwnedFd> {
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     if family != AddressFamily::Unix {
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        if reuse_port {
+            // Several processes on one port; the kernel spreads connections.
+            socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+        }
     }
     if family == AddressFamily::Inet6 {
         // [::]:P means IPv6 only; give 0.0.0.0:P as well for both.
@@ -157,10 +172,18 @@ fn listen_on(family: AddressFamily, addr: &dyn SockaddrLike) -> io::Result<Owned
     Ok(fd)
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let fd = match addr {
-        SocketAddr::V4(a) => listen_on(AddressFamily::Inet, &socket::SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => listen_on(AddressFamily::Inet6, &socket::SockaddrIn6::from(a))?,
+        SocketAddr::V4(a) => listen_on(
+            AddressFamily::Inet,
+            &socket::SockaddrIn::from(a),
+            reuse_port,
+        )?,
+        SocketAddr::V6(a) => listen_on(
+            AddressFamily::Inet6,
+            &socket::SockaddrIn6::from(a),
+            reuse_port,
+        )?,
     };
     Ok(TcpListener::from(fd))
 }
@@ -223,7 +246,7 @@ fn bind_unix_path(path: &Path, mode: u32) -> io::Result<(UnixListener, SocketFil
     let addr = socket::UnixAddr::new(&here).map_err(io::Error::from)?;
     // umask is process-wide: this runs before any thread starts.
     let old = umask(Mode::from_bits_truncate(0o777 & !mode));
-    let bound = listen_on(AddressFamily::Unix, &addr);
+    let bound = listen_on(AddressFamily::Unix, &addr, false);
     umask(old);
     let fd = bound?;
     let st = at.lstat()?;
@@ -258,15 +281,23 @@ pub struct Sources {
     /// The connection came on standard input (inetd style), so standard
     /// output is the connection, not a place for received lines.
     pub inetd: bool,
+    /// Sockets `LISTEN_FDS` passed to another process (`LISTEN_PID`),
+    /// left alone; [`Sources::bind`] says what it binds instead.
+    pub foreign: Option<Foreign>,
 }
 
-/// What the command line asks of [`Sources::take`].
+/// What the command line asks of [`Sources::inherit`] and [`Sources::bind`].
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted<'a> {
     pub addresses: &'a [Endpoint],
     pub fd_names: &'a [String],
     pub inetd: bool,
     pub unix_mode: u32,
+    /// `--backlog`: re-apply `listen(2)` with this backlog to every
+    /// listener, inherited ones included.
+    pub backlog: Option<u32>,
+    /// `SO_REUSEPORT` on the TCP sockets bound here.
+    pub reuse_port: bool,
 }
 
 impl Sources {
@@ -280,13 +311,17 @@ impl Sources {
             listeners: inherited.listeners,
             connections: inherited.connections,
             inetd: false,
+            foreign: inherited.foreign,
         };
         if want.inetd || (sources.nothing_inherited(want) && stdin_is_connection()) {
             if !sources.listeners.is_empty() || !sources.connections.is_empty() {
                 return Err(Failure::runtime(format!(
-                    "--inetd serves the one connection on standard input, but LISTEN_FDS passes {} more sockets; drop --inetd, or start sockserve without LISTEN_FDS",
+                    "--inetd: LISTEN_FDS passes {} more sockets besides the connection on standard input; drop --inetd, or start sockserve without LISTEN_FDS",
                     sources.listeners.len() + sources.connections.len()
                 )));
+            }
+            if let Some(f) = &sources.foreign {
+                f.warn("serving the connection on standard input instead");
             }
             sources
                 .connections
@@ -298,11 +333,17 @@ impl Sources {
             && sources.listeners.is_empty()
             && sources.connections.is_empty()
         {
+            if let Some(f) = &sources.foreign {
+                f.warn("so none has a --fd-name name");
+            }
             return Err(Failure::runtime(format!(
-                "no inherited socket is named {} (LISTEN_FDNAMES); check FileDescriptorName= in the .socket unit",
+                "--fd-name {}: no inherited socket has that name (LISTEN_FDNAMES); check FileDescriptorName= in the .socket unit",
                 want.fd_names.join(" or ")
             )));
         }
+        // A usage error, said before the output is opened or anything
+        // is bound.
+        check_duplicates(want.addresses, &sources.listeners)?;
         Ok(sources)
     }
 
@@ -321,9 +362,18 @@ impl Sources {
         } else {
             want.addresses
         };
+        if let Some(f) = &self.foreign {
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            // Not "listening on": scripts and tests read the addresses
+            // from the "listening on" lines.
+            f.warn(&format!("serving {} instead", list.join(" and ")));
+        }
         for a in addresses {
             self.listeners
-                .extend(bind(a, want.unix_mode).map_err(Failure::runtime)?);
+                .extend(bind(a, want.unix_mode, want.reuse_port).map_err(Failure::runtime)?);
+        }
+        if let Some(n) = want.backlog {
+            set_backlog(&self.listeners, n)?;
         }
         Ok(())
     }
@@ -338,6 +388,109 @@ impl Sources {
     /// Only already-accepted connections: serve them, then exit.
     pub fn single(&self) -> bool {
         self.listeners.is_empty()
+    }
+}
+
+/// An address given twice, or one that an inherited socket listens on
+/// already, fails to bind with "address in use", which blames another
+/// server. Say what happened instead, before binding anything.
+fn check_duplicates(addresses: &[Endpoint], inherited: &[Listener]) -> Result<(), Failure> {
+    // Each address seen, and what it was: an inherited listener's name
+    // (Some), or the ADDRESS it was given as (None).
+    let mut seen: Vec<(SocketAddr, Option<String>, String)> = inherited
+        .iter()
+        .filter_map(|l| match &l.socket {
+            StdListener::Tcp(t) => t.local_addr().ok().map(|a| (a, Some(l.name.clone()))),
+            StdListener::Unix(_) => None,
+        })
+        .map(|(a, name)| (a, name, String::new()))
+        .collect();
+    for (i, a) in addresses.iter().enumerate() {
+        let any_port = matches!(a, Endpoint::Tcp { port: 0, .. });
+        if !any_port && addresses[..i].contains(a) {
+            return Err(Failure::usage(format!(
+                "cannot listen on {a} twice: the address was given twice; give it once"
+            )));
+        }
+        // Resolution errors are the bind's to report.
+        for addr in a.resolve().unwrap_or_default() {
+            if addr.port() == 0 {
+                continue;
+            }
+            match seen.iter().find(|(s, _, _)| *s == addr) {
+                Some((_, Some(name), _)) => {
+                    return Err(Failure::usage(format!(
+                        "cannot listen on {a}: the inherited socket {name} listens there already; drop the address"
+                    )))
+                }
+                Some((_, None, first)) => {
+                    return Err(Failure::usage(format!(
+                        "cannot listen on {a}: {first} is the same address ({addr}); give it once"
+                    )))
+                }
+                None => seen.push((addr, None, a.to_string())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's cap on every listen backlog, when it can be read.
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// `--backlog N`: `listen(2)` again with N on every listener. On a socket
+/// that listens already, Linux just sets the new backlog, which is how an
+/// inherited listener with a tiny one (`systemfd` uses 1) gets a usable
+/// queue. `net.core.somaxconn` caps N silently, so say so.
+fn set_backlog(listeners: &[Listener], n: u32) -> Result<(), Failure> {
+    if let Some(max) = somaxconn().filter(|max| n > *max) {
+        crate::warn!(
+            "--backlog {n}: the kernel caps it at {max} (net.core.somaxconn); raise that with sysctl -w net.core.somaxconn={n}"
+        );
+    }
+    let backlog = i32::try_from(n).unwrap_or(i32::MAX);
+    for l in listeners {
+        let fd = match &l.socket {
+            StdListener::Tcp(t) => t.as_raw_fd(),
+            StdListener::Unix(u) => u.as_raw_fd(),
+        };
+        // SAFETY: `fd` belongs to a listener we hold for this call.
+        if unsafe { nix::libc::listen(fd, backlog) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(Failure::runtime(format!(
+                "cannot set the backlog of {} to {n}: {}",
+                l.name,
+                describe(&e)
+            )));
+        }
+        crate::debug!("{}: backlog {n}", l.name);
+    }
+    Ok(())
+}
+
+/// Sockets passed with `LISTEN_FDS` for another process (`LISTEN_PID`):
+/// left alone, and said so.
+#[derive(Debug)]
+pub struct Foreign {
+    /// `LISTEN_PID` as given.
+    pub pid: String,
+    /// `LISTEN_FDS` as given.
+    pub fds: String,
+}
+
+impl Foreign {
+    /// One warning line: both PIDs, and what sockserve does instead.
+    fn warn(&self, instead: &str) {
+        crate::warn!(
+            "not taking the sockets LISTEN_FDS={} passes: LISTEN_PID={} is another process, not this one ({}); {instead} (a wrapper script must exec sockserve to keep the PID)",
+            self.fds,
+            self.pid,
+            std::process::id()
+        );
     }
 }
 
@@ -364,6 +517,8 @@ fn probe_unix(path: &Path) -> io::Result<()> {
 pub struct Inherited {
     pub listeners: Vec<Listener>,
     pub connections: Vec<Connection>,
+    /// Sockets passed to another process, left alone.
+    pub foreign: Option<Foreign>,
 }
 
 /// Takes the sockets passed with `LISTEN_FDS` (systemd's protocol),
@@ -379,28 +534,42 @@ pub fn take_inherited(only: &[String]) -> Result<Inherited, String> {
         .map(|v| v.split(':').map(str::to_string).collect())
         .unwrap_or_default();
     let pid = std::env::var("LISTEN_PID").ok();
-    let had_fds = std::env::var_os("LISTEN_FDS").is_some();
+    let count = std::env::var("LISTEN_FDS").ok();
     let mut fds = listenfd::ListenFd::from_env();
     std::env::remove_var("LISTEN_FDNAMES");
-    if had_fds && fds.len() == 0 {
-        if let Some(pid) = pid.filter(|p| p.parse() != Ok(std::process::id())) {
-            crate::debug!("LISTEN_PID={pid} is not this process; not taking inherited sockets");
+    let mut out = Inherited::default();
+    if let Some(count) = count.filter(|c| c.trim() != "0") {
+        if count.parse::<u32>().is_err() {
+            // listenfd ignores it; we do too, but not silently.
+            crate::warn!(
+                "ignoring LISTEN_FDS={count}: not a number of sockets; no socket is inherited"
+            );
+            std::env::remove_var("LISTEN_FDS");
+            std::env::remove_var("LISTEN_PID");
+        } else if fds.len() == 0 {
+            if let Some(pid) = pid.filter(|p| !p.is_empty() && p.parse() != Ok(std::process::id()))
+            {
+                out.foreign = Some(Foreign { pid, fds: count });
+            }
         }
     }
-    let mut out = Inherited::default();
     for idx in 0..fds.len() {
         let fd = 3 + idx as RawFd;
-        let name = names
-            .get(idx)
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_else(|| format!("fd {fd}"));
+        let given = names.get(idx).filter(|n| !n.is_empty()).cloned();
+        let name = given.clone().unwrap_or_else(|| format!("fd {fd}"));
+        // "inherited fd 3", or "inherited fd 3 (web)" when it has a name;
+        // the name escaped: whoever set LISTEN_FDNAMES cannot break a log
+        // line or forge a journal priority with it.
+        let label = match &given {
+            Some(n) => format!("inherited fd {fd} ({})", crate::diag::escape(n)),
+            None => format!("inherited fd {fd}"),
+        };
         if !only.is_empty() && !only.contains(&name) {
-            crate::debug!("not serving inherited {name} (fd {fd}): not named by --fd-name");
+            crate::debug!("not serving {label}: not named by --fd-name");
             continue;
         }
-        let kind = classify(fd).map_err(|e| format!("inherited fd {fd} ({name}): {e}"))?;
-        let err = |e: io::Error| format!("inherited fd {fd} ({name}): {}", describe(&e));
+        let kind = classify(fd).map_err(|e| format!("{label}: {e}"))?;
+        let err = |e: io::Error| format!("{label}: {}", describe(&e));
         match kind {
             Kind::Listener(AddressFamily::Unix) => {
                 let l = fds.take_unix_listener(idx).map_err(err)?;
@@ -432,7 +601,7 @@ pub fn take_inherited(only: &[String]) -> Result<Inherited, String> {
                 .map_err(|e| err(e.into()))?;
                 out.connections.push(Connection {
                     stream: stream_from(owned, family),
-                    name,
+                    name: crate::diag::escape(&name).into_owned(),
                 });
             }
         }
@@ -451,12 +620,15 @@ fn unix_display(a: std::os::unix::net::SocketAddr) -> String {
     }
 }
 
+/// How logs name an inherited listener, escaped for them
+/// ([`crate::diag::escape`]).
 fn inherited_name(name: &str, fd: RawFd, addr: &Option<String>) -> String {
-    match addr {
+    let full = match addr {
         Some(a) if name.starts_with("fd ") => format!("{a} (fd {fd})"),
         Some(a) => format!("{a} ({name}, fd {fd})"),
         None => name.to_string(),
-    }
+    };
+    crate::diag::escape(&full).into_owned()
 }
 
 fn stream_from(fd: OwnedFd, family: AddressFamily) -> StdStream {
@@ -481,22 +653,29 @@ fn classify(fd: RawFd) -> Result<Kind, String> {
         }
         e => format!("cannot inspect it: {}", describe(&e.into())),
     })?;
-    let fmt = st.st_mode & nix::libc::S_IFMT;
-    if fmt != nix::libc::S_IFSOCK {
-        let what = match fmt {
-            nix::libc::S_IFREG => "a regular file",
-            nix::libc::S_IFDIR => "a directory",
-            nix::libc::S_IFCHR => "a character device",
-            nix::libc::S_IFBLK => "a block device",
-            nix::libc::S_IFIFO => "a pipe",
-            _ => "not a socket",
-        };
+    if let Some(what) = not_a_socket(fd, st.st_mode) {
         return Err(format!("is {what}, not a stream socket"));
     }
     // SAFETY: fstat succeeded, so the fd is open; it is borrowed only for
     // the calls below, while the caller still holds it.
     let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
     classify_socket(bfd)
+}
+
+/// What a file of this mode is, when it is not a socket: "a regular
+/// file", "a pipe", "a terminal", ...
+fn not_a_socket(fd: RawFd, mode: nix::libc::mode_t) -> Option<&'static str> {
+    use nix::libc::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK};
+    Some(match mode & S_IFMT {
+        S_IFSOCK => return None,
+        S_IFREG => "a regular file",
+        S_IFDIR => "a directory",
+        S_IFCHR if nix::unistd::isatty(fd).unwrap_or(false) => "a terminal",
+        S_IFCHR => "a character device",
+        S_IFBLK => "a block device",
+        S_IFIFO => "a pipe",
+        _ => "not a socket",
+    })
 }
 
 /// Like [`classify`], for a socket we already hold.
@@ -523,11 +702,24 @@ fn classify_socket(fd: BorrowedFd<'_>) -> Result<Kind, String> {
     }
     let listening = socket::getsockopt(&fd, sockopt::AcceptConn)
         .map_err(|e| format!("cannot inspect it: {}", describe(&e.into())))?;
-    Ok(if listening {
-        Kind::Listener(family)
-    } else {
-        Kind::Connection(family)
-    })
+    if listening {
+        return Ok(Kind::Listener(family));
+    }
+    // Neither listening nor connected: a socket made and never used, or
+    // bound but never listen(2)ed. Serving it would only fail later.
+    if let Err(nix::errno::Errno::ENOTCONN) =
+        socket::getpeername::<socket::SockaddrStorage>(fd.as_raw_fd())
+    {
+        let what = if family == AddressFamily::Unix {
+            "a Unix stream socket"
+        } else {
+            "a TCP socket"
+        };
+        return Err(format!(
+            "is {what} that is neither listening nor connected; pass a listening socket or an accepted connection"
+        ));
+    }
+    Ok(Kind::Connection(family))
 }
 
 /// Whether standard input is a connected stream socket: how inetd, systemd's
@@ -544,6 +736,17 @@ pub fn stdin_is_connection() -> bool {
 /// and output stay open; the server reads and writes its own duplicate.
 pub fn take_stdin_connection() -> Result<Connection, String> {
     let stdin = io::stdin();
+    let st = nix::sys::stat::fstat(stdin.as_raw_fd()).map_err(|e| {
+        format!(
+            "--inetd: cannot inspect standard input: {}",
+            describe(&e.into())
+        )
+    })?;
+    if let Some(what) = not_a_socket(stdin.as_raw_fd(), st.st_mode) {
+        return Err(format!(
+            "--inetd: standard input is not a socket (it is {what}); --inetd serves a connection that inetd or systemd (StandardInput=socket) passes"
+        ));
+    }
     match classify_socket(stdin.as_fd()) {
         Ok(Kind::Connection(family)) => {
             let fd = stdin
@@ -555,9 +758,10 @@ pub fn take_stdin_connection() -> Result<Connection, String> {
                 name: "stdin".to_string(),
             })
         }
-        Ok(Kind::Listener(_)) => {
-            Err("standard input is a listening socket; --inetd wants a connected one".to_string())
-        }
+        Ok(Kind::Listener(_)) => Err(
+            "--inetd: standard input is a listening socket, not a connection; pass a listener as fd 3 with LISTEN_FDS=1 instead"
+                .to_string(),
+        ),
         Err(e) => Err(format!("--inetd: standard input {e}")),
     }
 }

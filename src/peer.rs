@@ -18,6 +18,10 @@ use crate::tls::TlsId;
 pub enum Peer {
     /// A TCP peer: its address, IPv4-mapped IPv6 folded to IPv4.
     Tcp(SocketAddr),
+    /// A TCP client behind a trusted proxy (`--proxy-protocol`): the
+    /// source its PROXY header named, which is the peer for every purpose,
+    /// and the proxy's own address, for the log. Both canonical.
+    Proxied { source: SocketAddr, via: SocketAddr },
     /// A Unix peer, with its credentials when the kernel gave them.
     Unix(Option<Cred>),
     /// A TCP peer whose address the kernel no longer knows (it went away
@@ -52,12 +56,32 @@ impl Peer {
         Peer::Tcp(SocketAddr::new(addr.ip().to_canonical(), addr.port()))
     }
 
-    /// The IP address of a TCP peer.
+    /// A client whose PROXY header named `source`, connected through the
+    /// proxy at `via`.
+    pub fn proxied(source: SocketAddr, via: SocketAddr) -> Peer {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        Peer::Proxied {
+            source: canonical(source),
+            via: canonical(via),
+        }
+    }
+
+    /// The IP address of a TCP peer: for a proxied one, the source its
+    /// PROXY header named.
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
-            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Tcp(a) | Peer::Proxied { source: a, .. } => Some(a.ip()),
             Peer::Unix(_) | Peer::Unknown => None,
             Peer::Tls(t) => t.peer.ip(),
+        }
+    }
+
+    /// The proxy a proxied peer came through.
+    pub fn via(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Proxied { via, .. } => Some(*via),
+            Peer::Tls(t) => t.peer.via(),
+            _ => None,
         }
     }
 
@@ -65,7 +89,7 @@ impl Peer {
     pub fn cred(&self) -> Option<Cred> {
         match self {
             Peer::Unix(c) => *c,
-            Peer::Tcp(_) | Peer::Unknown => None,
+            Peer::Tcp(_) | Peer::Proxied { .. } | Peer::Unknown => None,
             Peer::Tls(t) => t.peer.cred(),
         }
     }
@@ -77,13 +101,15 @@ impl Peer {
 }
 
 /// `127.0.0.1:5123`, `[::1]:5123`, `unix:uid=1000,pid=4242`, or `unix`
-/// when the kernel gave no credentials; a TLS peer's certificate after
-/// its address and a space: `127.0.0.1:5123 CN=alice,O=Example
-/// DNS:alice.example` (control characters, TAB and backslash as `\xNN`).
+/// when the kernel gave no credentials. A proxied peer is written as its
+/// source: the proxy is not who sent the lines. A TLS peer's certificate
+/// comes after its address and a space: `127.0.0.1:5123
+/// CN=alice,O=Example DNS:alice.example` (control characters, TAB and
+/// backslash as `\xNN`).
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Tcp(a) | Peer::Proxied { source: a, .. } => write!(f, "{a}"),
             Peer::Unix(Some(Cred {
                 uid, pid: Some(p), ..
             })) => write!(f, "unix:uid={uid},pid={p}"),
@@ -125,5 +151,9 @@ mod tests {
             "127.0.0.1:5123 CN=alice\\x09,O=Example email:alice@example.com"
         );
         assert_eq!(t.ip(), Some("127.0.0.1".parse::<IpAddr>().unwrap()));
+        let p = Peer::proxied("[::ffff:10.1.2.3]:40000".parse().unwrap(), mapped);
+        assert_eq!(p.to_string(), "10.1.2.3:40000");
+        assert_eq!(p.ip(), Some("10.1.2.3".parse::<IpAddr>().unwrap()));
+        assert_eq!(p.via(), Some("127.0.0.1:5123".parse().unwrap()));
     }
 }

@@ -123,7 +123,7 @@ fn fd_name_that_matches_nothing_is_an_error() {
     let _ = std::net::TcpStream::connect(&a);
     let e = s.stderr.wait_for("sockserve:");
     assert!(
-        e.contains("no inherited socket is named lines (LISTEN_FDNAMES)"),
+        e.contains("--fd-name lines: no inherited socket has that name (LISTEN_FDNAMES)"),
         "{e}"
     );
 }
@@ -164,9 +164,7 @@ fn fd_3_a_regular_file_is_a_clear_error() {
     let f = tempfile::tempfile().unwrap();
     spawn_with_fd3(f.as_raw_fd(), &[("LISTEN_FDS", "1")], &[])
         .assert_code(1)
-        .assert_stderr(
-            "sockserve: inherited fd 3 (fd 3): is a regular file, not a stream socket\n",
-        );
+        .assert_stderr("sockserve: inherited fd 3: is a regular file, not a stream socket\n");
 }
 
 #[test]
@@ -189,7 +187,7 @@ fn listen_fds_counting_more_fds_than_passed() {
     spawn_with_fd3(l.as_raw_fd(), &[("LISTEN_FDS", "2")], &[])
         .assert_code(1)
         .assert_stderr_contains(
-            "inherited fd 4 (fd 4): is not open (LISTEN_FDS counts more fds than were passed)",
+            "inherited fd 4: is not open (LISTEN_FDS counts more fds than were passed)",
         );
 }
 

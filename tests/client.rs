@@ -639,10 +639,16 @@ fn help_is_written_for_the_client() {
 
 #[test]
 fn completions_offer_no_file_names_after_value_flags() {
-    // fish: every flag that takes a value says -f (no files).
+    // fish: every flag that takes a value says -f (no files), but the
+    // TLS files.
     let fish = std::fs::read_to_string("completions/sockclient.fish").unwrap();
+    let files = ["-l tls-ca ", "-l tls-cert ", "-l tls-key "];
     for line in fish.lines().filter(|l| l.contains(" -r")) {
-        assert!(line.ends_with(" -f"), "{line}");
+        if files.iter().any(|f| line.contains(f)) {
+            assert!(line.ends_with(" -F"), "{line}");
+        } else {
+            assert!(line.ends_with(" -f"), "{line}");
+        }
     }
     assert!(fish.contains("-l window"), "{fish}");
 }

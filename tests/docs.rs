@@ -122,6 +122,78 @@ fn completions_are_generated_not_edited() {
     }
 }
 
+/// The generated completions of sockserve offer file names after the
+/// flags that take a path (`-o`, `--output`, the TLS files) and nowhere
+/// else: not after
+/// `--idle-timeout`, `--max-line`, `--greeting`, ...
+#[test]
+fn completions_offer_paths_only_after_path_flags() {
+    let generated: std::collections::BTreeMap<String, String> = completions::completions()
+        .into_iter()
+        .map(|(f, t)| (f, String::from_utf8(t).unwrap()))
+        .collect();
+    let path_flags = [
+        "-o",
+        "--output",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+    ];
+
+    // bash: a `FLAG)` arm per value flag; `compgen -f` completes files.
+    let bash = &generated["sockserve"];
+    let mut arms = 0;
+    for arm in bash.split(";;") {
+        let Some(flag) = arm
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with('-') && l.ends_with(')'))
+            .map(|l| l.trim_end_matches(')'))
+        else {
+            continue;
+        };
+        arms += 1;
+        let files = arm.contains("compgen -f") || arm.contains("compgen -d");
+        assert_eq!(
+            files,
+            path_flags.contains(&flag),
+            "bash completes {} after {flag}",
+            if files { "paths" } else { "no paths" }
+        );
+    }
+    assert!(arms > 10, "{bash}");
+    assert!(
+        !bash.contains("*)\n                    COMPREPLY=($(compgen -f"),
+        "bash completes paths for the addresses"
+    );
+
+    // zsh: `:_files` ends the spec of a path flag.
+    let zsh = &generated["_sockserve"];
+    for line in zsh.lines().filter(|l| l.contains("_files")) {
+        assert!(
+            path_flags
+                .iter()
+                .any(|f| line.starts_with(&format!("'{f}=[")) || line.starts_with("'-o+[")),
+            "zsh completes paths in {line}"
+        );
+    }
+    assert_eq!(zsh.matches("_files").count(), path_flags.len(), "{zsh}");
+
+    // fish: -F completes files, -f forbids them.
+    let fish = &generated["sockserve.fish"];
+    for line in fish.lines().filter(|l| l.contains(" -r")) {
+        let path = [
+            " -l output ",
+            " -l tls-cert ",
+            " -l tls-key ",
+            " -l tls-client-ca ",
+        ]
+        .iter()
+        .any(|f| line.contains(f));
+        assert_eq!(line.ends_with(" -r -F"), path, "fish: {line}");
+    }
+}
+
 #[test]
 fn version_is_the_crate_version() {
     for (bin, name) in [

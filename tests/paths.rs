@@ -8,7 +8,7 @@
 mod common;
 
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -139,19 +139,27 @@ fn output_owned_by_another_user_is_refused() {
     assert_eq!(std::fs::read(&f).unwrap(), b"");
 }
 
-/// A FIFO nobody reads yet is waited for, said once, before sockserve
-/// listens: no client is greeted by a server that cannot write its lines.
-/// Today's reader then gets every line.
-#[test]
-fn a_fifo_without_a_reader_is_waited_for_before_listening() {
+/// sockserve with `-o FIFO` (nobody reads it yet) and a Unix socket,
+/// started: the directory, the FIFO, the socket path, its address, the
+/// server.
+fn server_waiting_for_a_fifo_reader() -> (tempfile::TempDir, PathBuf, PathBuf, String, Server) {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("lines.fifo");
     mkfifo(&fifo);
     let sock = dir.path().join("s.sock");
     let addr = format!("unix:{}", sock.display());
-    let mut s = ServerBuilder::new(&["-o", fifo.to_str().unwrap(), &addr])
+    let s = ServerBuilder::new(&["-o", fifo.to_str().unwrap(), &addr])
         .listeners(0)
         .start();
+    (dir, fifo, sock, addr, s)
+}
+
+/// A FIFO nobody reads yet is waited for, said once, before sockserve
+/// listens: no client is greeted by a server that cannot write its lines.
+/// Today's reader then gets every line.
+#[test]
+fn a_fifo_without_a_reader_is_waited_for_before_listening() {
+    let (_dir, fifo, sock, addr, mut s) = server_waiting_for_a_fifo_reader();
     s.stderr
         .wait_for("is a FIFO nobody reads yet; waiting for its reader");
     assert!(!sock.exists(), "listening before the output is open");
@@ -178,14 +186,7 @@ fn a_fifo_without_a_reader_is_waited_for_before_listening() {
 /// is left behind (none was made).
 #[test]
 fn sigterm_while_waiting_for_a_fifo_reader_exits_0_and_leaves_no_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("lines.fifo");
-    mkfifo(&fifo);
-    let sock = dir.path().join("s.sock");
-    let addr = format!("unix:{}", sock.display());
-    let mut s = ServerBuilder::new(&["-o", fifo.to_str().unwrap(), &addr])
-        .listeners(0)
-        .start();
+    let (_dir, _fifo, sock, _addr, mut s) = server_waiting_for_a_fifo_reader();
     s.stderr.wait_for("waiting for its reader");
     s.stop_success();
     assert!(!sock.exists());

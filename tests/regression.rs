@@ -459,3 +459,39 @@ fn a_full_listen_queue_at_the_socket_path_does_not_hang_the_start() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     drop(listener);
 }
+
+/// An inherited socket's name (`LISTEN_FDNAMES`) went into log lines as
+/// it was: a name holding a line break started a line of its own, and
+/// under the journal (`JOURNAL_STREAM`) a `<0>` after it made that line
+/// an emergency. Names from outside are now escaped in diagnostics.
+#[test]
+fn an_fd_name_cannot_forge_a_log_line_or_a_priority() {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let st = nix::sys::stat::fstat(writer.as_raw_fd()).unwrap();
+    let mut cmd = std::process::Command::new(sockserve_bin());
+    cmd.env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .env("LISTEN_FDNAMES", "evil\n<0>emergency")
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stdout(std::process::Stdio::null())
+        .stderr(writer);
+    with_fd3(&mut cmd, l.as_raw_fd());
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let lines = Lines::collect(reader);
+    let listening = lines.wait_for("listening on");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    wait_child(&mut child, WAIT, &lines);
+    assert!(
+        listening.ends_with(r"(evil\n<0>emergency, fd 3)"),
+        "{listening}"
+    );
+    for l in lines.all() {
+        assert!(l.starts_with("<6>sockserve: "), "a forged line: {l:?}");
+    }
+}

@@ -322,7 +322,7 @@ fn listen_pid_of_another_process_is_not_for_us() {
         .env("LISTEN_PID", "1")
         .configure(|c| with_fd3(c, l.as_raw_fd()))
         .start();
-    s.stderr.wait_for("LISTEN_PID=1 is not this process");
+    s.stderr.wait_for("LISTEN_PID=1 is another process");
     assert_eq!(s.addrs.len(), 1);
     assert_ne!(s.addr(), l.local_addr().unwrap().to_string());
 }

@@ -239,7 +239,7 @@ fn fsync_acks_after_the_sync_and_refuses_a_pipe() {
     // Standard output a pipe: --fsync cannot keep its promise.
     run_bin(sockserve_bin(), &["--fsync", "127.0.0.1:0"], b"")
         .assert_code(2)
-        .assert_stderr_contains("--fsync needs an output that is a file");
+        .assert_stderr_contains("--fsync: cannot sync standard output: it is not a file");
 }
 
 #[test]
@@ -453,7 +453,7 @@ fn soft_open_file_limit_is_raised_to_the_hard_limit() {
         .start();
     let w = s.stderr.wait_for("open-file limit");
     assert!(
-        w.contains("--max-connections 15000 is more than the open-file limit (64) allows; serving at most 31"),
+        w.contains("--max-connections 15000: more than the open-file limit (64) allows; serving at most 31"),
         "{w}"
     );
 }

@@ -816,3 +816,66 @@ fn sockclient_against_openssl_s_server_speaking_the_protocol() {
     let lines = relay.join().unwrap();
     assert_eq!(lines.len(), 50, "{lines:?}");
 }
+
+/// With `--proxy-protocol`, the PROXY header comes first, then the TLS
+/// handshake, as HAProxy sends them; the header's source is the peer.
+/// Sent in one write here, so that the start of the handshake arrives
+/// with the header.
+#[test]
+fn a_proxy_header_then_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let mut server = tls_server(
+        &ca.server("server"),
+        &["--proxy-protocol", "127.0.0.1", "--prefix-peer"],
+    );
+    let mut c = rustls_client(&ca.pem, server.addr());
+    let mut hello = Vec::new();
+    while c.conn.wants_write() {
+        c.conn.write_tls(&mut hello).unwrap();
+    }
+    let mut first = b"PROXY TCP4 10.1.2.3 127.0.0.1 40000 10008\r\n".to_vec();
+    first.extend_from_slice(&hello);
+    c.sock.write_all(&first).unwrap();
+    let mut greeting = [0u8; 8];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"connect\n");
+    c.write_all(b"through a balancer\n").unwrap();
+    let mut ack = vec![0u8; ACK.len()];
+    c.read_exact(&mut ack).unwrap();
+    assert_eq!(ack, ACK.as_bytes());
+    drop(c);
+    server.stop_success();
+    assert_eq!(
+        String::from_utf8(server.output()).unwrap(),
+        "10.1.2.3:40000\tthrough a balancer\n"
+    );
+}
+
+/// The JSON records name a verified client as the log lines do.
+#[test]
+fn json_records_name_the_client_by_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let bob = ca.issue("bob", &["bob.example"], &[(DnType::CommonName, "bob")]);
+    let mut server = tls_server(
+        &ca.server("server"),
+        &["--tls-client-ca", s(&ca.pem), "--format", "json"],
+    );
+    tls_client(
+        &ca.pem,
+        &["--tls-cert", s(&bob.cert), "--tls-key", s(&bob.key)],
+        server.addr(),
+        b"hi\n",
+    )
+    .assert_success();
+    server.stop_success();
+    let out = String::from_utf8(server.output()).unwrap();
+    let record: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+    let peer = record["peer"].as_str().unwrap();
+    assert!(
+        peer.starts_with("127.0.0.1:") && peer.ends_with(" CN=bob DNS:bob.example"),
+        "{out}"
+    );
+    assert_eq!(record["text"], "hi");
+}

@@ -328,7 +328,12 @@ fn is_timeout(e: &io::Error) -> bool {
 /// any other greeting is an error), the signal handlers, the run. The
 /// exit status is the verdict's; a failure before the run carries its own.
 pub fn start(args: &ClientArgs, greeting_given: bool) -> Result<u8, Failure> {
-    let endpoint = args.endpoint().map_err(Failure::usage)?;
+    let endpoint = args.endpoint().map_err(|e| {
+        Failure::usage(format!(
+            "cannot use the address {}: {e}",
+            args.target.join(" ")
+        ))
+    })?;
     let tls = args
         .tls
         .then(|| TlsConfig::new(args, &endpoint))

@@ -40,7 +40,7 @@ impl Access {
     /// only when there are no such rules).
     pub fn allowed(&self, peer: &Peer) -> bool {
         match peer {
-            Peer::Tcp(a) => self.tcp_allowed(a.ip()),
+            Peer::Tcp(a) | Peer::Proxied { source: a, .. } => self.tcp_allowed(a.ip()),
             Peer::Unix(Some(c)) => self.unix_allowed(c.uid, c.gid),
             Peer::Unix(None) => !self.checks_unix(),
             Peer::Unknown => self.allow.is_empty() && self.deny.is_empty(),
@@ -55,10 +55,28 @@ impl Access {
 }
 
 /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
+/// An IPv4-mapped IPv6 block (`::ffff:127.0.0.1`, `::ffff:10.0.0.0/104`)
+/// is the IPv4 block it stands for, as peers are: the same client on a
+/// dual-stack socket and on an IPv4 one matches the same rules.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map(canonical_net)
         .map_err(|_| format!("'{s}' is not an address or CIDR block (like 10.0.0.0/8 or ::1)"))
+}
+
+/// `::ffff:a.b.c.d/N` (N at least 96) as `a.b.c.d/(N-96)`; any other
+/// block unchanged.
+fn canonical_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), Some(len)) = (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96))
+        {
+            if let Ok(n) = ipnet::Ipv4Net::new(v4, len) {
+                return IpNet::V4(n);
+            }
+        }
+    }
+    net
 }
 
 /// A user id, or a user name looked up in the user database.
@@ -104,6 +122,32 @@ mod tests {
         assert!(!a.tcp_allowed("10.1.2.3".parse().unwrap()));
         assert!(Access::default().tcp_allowed("10.1.2.3".parse().unwrap()));
         assert!(parse_cidr("300.1.1.1").is_err());
+    }
+
+    #[test]
+    fn mapped_rules_are_ipv4_rules() {
+        assert_eq!(
+            parse_cidr("::ffff:127.0.0.1").unwrap(),
+            parse_cidr("127.0.0.1").unwrap()
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.0.0.0/104").unwrap(),
+            parse_cidr("10.0.0.0/8").unwrap()
+        );
+        // Wider than the mapped block: an IPv6 rule, left alone.
+        assert!(matches!(parse_cidr("::/0").unwrap(), IpNet::V6(_)));
+        let deny = Access {
+            deny: vec![parse_cidr("::ffff:127.0.0.1").unwrap()],
+            ..Access::default()
+        };
+        assert!(!deny.tcp_allowed("127.0.0.1".parse().unwrap()));
+        assert!(!deny.tcp_allowed("::ffff:127.0.0.1".parse().unwrap()));
+        let allow = Access {
+            allow: vec![parse_cidr("::ffff:127.0.0.1").unwrap()],
+            ..Access::default()
+        };
+        assert!(allow.tcp_allowed("127.0.0.1".parse().unwrap()));
+        assert!(!allow.tcp_allowed("127.0.0.2".parse().unwrap()));
     }
 
     #[test]

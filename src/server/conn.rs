@@ -6,15 +6,16 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::timeout_at;
 
+use super::format::{self, Records};
 use super::{Phase, Shared};
-use crate::diag::describe;
+use crate::diag::{describe, Level};
 use crate::peer::Peer;
 use crate::protocol::{self, Framer, Lines};
 
@@ -124,6 +125,19 @@ impl std::fmt::Display for End {
     }
 }
 
+/// What is known of a connection before it is served.
+pub struct Opening {
+    /// Who is on the other end: for a proxied connection, the client its
+    /// PROXY header named.
+    pub peer: Peer,
+    /// Bytes the client already sent (those that came after its PROXY
+    /// header): framed before anything is read.
+    pub first: Vec<u8>,
+    /// Log the connection at debug level only: the proxy's own connection
+    /// (a health check), not a client's.
+    pub quiet: bool,
+}
+
 /// One connection being served.
 struct State<S> {
     /// The client's socket: read for lines, written for the greeting, the
@@ -134,7 +148,11 @@ struct State<S> {
     /// The server's phase: a drain changes when the connection ends
     /// ([`deadline`]), an abort ends it at once, even mid-write.
     shutdown: watch::Receiver<Phase>,
-    /// Complete lines read and handed to the sink, for the log line.
+    /// Makes the records of this connection's lines (plain, JSON,
+    /// journal entries).
+    records: Records,
+    /// Complete lines read and handed to the sink, for the log line; the
+    /// number of the last line, for the records.
     lines: u64,
     /// Acks written to the client, for the log line: fewer than `lines`
     /// when the connection ended between a commit and its ack, or when
@@ -156,25 +174,40 @@ struct State<S> {
 /// line, so "closed" in the log means the next client can be served.
 pub async fn serve<S: Conn>(
     stream: S,
-    peer: Peer,
+    opening: Opening,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<Phase>,
     slot: impl Send,
 ) {
     let started = Instant::now();
+    let Opening { peer, first, quiet } = opening;
+    let via = peer.via();
+    // The peer as logs name it: a PROXY header's source is the client's
+    // word, and must not break or forge a log line. A client
+    // certificate's identity is escaped already (`\xNN`, as in
+    // --prefix-peer), not twice.
+    let shown = match &peer {
+        Peer::Tls(t) => format!("{} {}", crate::diag::escape(&t.peer.to_string()), t.id),
+        p => crate::diag::escape(&p.to_string()).into_owned(),
+    };
     let peer = peer.to_string();
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    crate::debug!("{peer}: connected");
+    match via {
+        Some(via) => crate::debug!("{shown}: connected through {via}"),
+        None => crate::debug!("{shown}: connected"),
+    }
+    let records = Records::new(shared.cfg.format, &peer, format::next_connection());
     let mut st = State {
         stream,
         shared: shared.clone(),
         shutdown,
+        records,
         lines: 0,
         acks: 0,
         acks_stopped: None,
         partial_dropped: 0,
     };
-    let end = st.run(&peer).await;
+    let end = st.run(&peer, first).await;
     let _ = st.stream.shutdown().await;
     let State {
         stream,
@@ -187,10 +220,20 @@ pub async fn serve<S: Conn>(
     drop(stream);
     drop(slot);
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    // A health check (the proxy itself, sending nothing) that closes or
+    // resets, as HAProxy's do, has done its job.
+    let check_done = quiet
+        && lines == 0
+        && partial_dropped == 0
+        && match &end {
+            End::ClientEof => true,
+            End::Error(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            _ => false,
+        };
     let mut counts = format!("{lines} lines, {acks} acks");
     if shared.cfg.receive_only {
         counts.push_str(" (receive-only)");
-    } else if let Some(e) = acks_stopped {
+    } else if let Some(e) = acks_stopped.filter(|_| !check_done) {
         counts.push_str(&format!(
             ", {} unacked (acks stopped: {})",
             lines - acks,
@@ -202,14 +245,23 @@ pub async fn serve<S: Conn>(
             ", a partial last line of {partial_dropped} bytes not written"
         ));
     }
-    crate::info!(
-        "{peer}: closed ({end}): {counts}, {:.2} s",
-        started.elapsed().as_secs_f64()
+    let level = if quiet { Level::Debug } else { Level::Info };
+    let end = if check_done {
+        "health check done".to_string()
+    } else {
+        end.to_string()
+    };
+    crate::diag::emit(
+        level,
+        format_args!(
+            "{shown}: closed ({end}): {counts}, {:.2} s",
+            started.elapsed().as_secs_f64()
+        ),
     );
 }
 
 impl<S: Conn> State<S> {
-    async fn run(&mut self, peer: &str) -> End {
+    async fn run(&mut self, peer: &str, first: Vec<u8>) -> End {
         let cfg = self.shared.cfg.clone();
         if !cfg.receive_only {
             if let Err(e) = self.send(&cfg.texts.greeting_line()).await {
@@ -218,6 +270,7 @@ impl<S: Conn> State<S> {
         }
         let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
         let mut framer = Framer::new(cfg.max_line);
+        framer.push(&first);
         let end = self.read_lines(&mut framer, prefix.as_deref()).await;
         if !matches!(end, End::TooLong) {
             self.partial_dropped = framer.pending();
@@ -245,6 +298,14 @@ impl<S: Conn> State<S> {
             READ_CHUNK
         };
         let mut chunk = FIRST_READ.min(read_max);
+        if framer.pending() > 0 {
+            // What came with the PROXY header, before any read here.
+            match self.deliver(framer, prefix, false).await {
+                Err(end) => return end,
+                Ok(true) => last_line = Instant::now(),
+                Ok(false) => {}
+            }
+        }
         loop {
             let phase = *self.shutdown.borrow_and_update();
             if phase == Phase::Abort {
@@ -301,28 +362,50 @@ impl<S: Conn> State<S> {
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
-            let taken = framer.take(None, eof);
-            if let Some(lines) = taken.lines {
-                let done = match prefix {
-                    None => self.commit_and_ack(lines).await,
-                    Some(p) => self.commit_prefixed(p, lines).await,
-                };
-                if let Err(e) = done {
-                    return e;
-                }
-                last_line = Instant::now();
-            }
-            if taken.too_long {
-                if !cfg.receive_only {
-                    let _ = self.send(&protocol::too_long_line(cfg.max_line)).await;
-                }
-                return End::TooLong;
+            match self.deliver(framer, prefix, eof).await {
+                Err(end) => return end,
+                Ok(true) => last_line = Instant::now(),
+                Ok(false) => {}
             }
             if eof {
                 return End::ClientEof;
             }
             framer.shrink_if_empty();
         }
+    }
+
+    /// Takes the complete lines the framer holds, commits and acks them.
+    /// `Ok(true)` when there were lines; an error when the connection
+    /// must end (a line too long, a failed output or write).
+    async fn deliver(
+        &mut self,
+        framer: &mut Framer,
+        prefix: Option<&[u8]>,
+        eof: bool,
+    ) -> Result<bool, End> {
+        // When the lines were read, for records that say so.
+        let read_at = if self.records.timed() {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        let taken = framer.take(None, eof);
+        let any = taken.lines.is_some();
+        if let Some(lines) = taken.lines {
+            match prefix {
+                None => self.commit_and_ack(lines, read_at).await?,
+                // --prefix-peer is for plain output only.
+                Some(p) => self.commit_prefixed(p, lines).await?,
+            }
+        }
+        if taken.too_long {
+            if !self.shared.cfg.receive_only {
+                let line = protocol::too_long_line(self.shared.cfg.max_line);
+                let _ = self.send(&line).await;
+            }
+            return Err(End::TooLong);
+        }
+        Ok(any)
     }
 
     /// Puts `prefix` before every line and commits the result in batches
@@ -358,14 +441,20 @@ impl<S: Conn> State<S> {
         self.ack(committed).await
     }
 
-    /// Hands the lines to the sink and acks them once they are written.
-    async fn commit_and_ack(&mut self, lines: Lines) -> Result<(), End> {
+    /// Hands the lines' records to the sink and acks the lines once they
+    /// are written.
+    async fn commit_and_ack(&mut self, lines: Lines, read_at: SystemTime) -> Result<(), End> {
         let n = lines.count;
-        self.commit(lines).await?;
+        let data = self
+            .records
+            .encode(lines, self.lines + 1, read_at)
+            .map_err(End::Error)?;
+        self.commit(Lines { data, count: n }).await?;
         self.ack(n).await
     }
 
-    /// Hands lines to the sink; `Err` when they did not reach the output.
+    /// Hands lines (or their records) to the sink; `Err` when they did not
+    /// reach the output.
     async fn commit(&mut self, lines: Lines) -> Result<(), End> {
         self.lines += lines.count;
         if !self.shared.sink.commit(lines.data, lines.count).await {

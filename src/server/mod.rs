@@ -16,26 +16,32 @@
 
 pub mod access;
 mod conn;
+pub mod format;
+pub mod journal;
+pub mod proxy;
 pub mod sink;
 mod tls;
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::cli::ServeArgs;
+use crate::cli::{RecordFormat, ServeArgs};
 use crate::diag::describe;
 use crate::exit::Failure;
 use crate::listen::{SocketFile, Sources, StdListener, StdStream, Wanted};
 use crate::peer::{Cred, Peer};
 use crate::protocol::Texts;
 pub use access::Access;
+pub use format::Format;
+use ipnet::IpNet;
 pub use sink::Output;
 use sink::Sink;
 
@@ -56,10 +62,17 @@ pub struct Config {
     pub fsync: bool,
     /// Write `PEER<TAB>` before each received line.
     pub prefix_peer: bool,
+    /// What each line becomes: plain, JSON, a journal entry.
+    pub format: Format,
     /// Who may connect.
     pub access: Access,
     /// Send clients nothing: no greeting, no acks, no refusal text.
     pub receive_only: bool,
+    /// TCP peers in these networks must begin with a PROXY protocol
+    /// header; with any here, other TCP peers are refused.
+    pub proxy_protocol: Vec<IpNet>,
+    /// Connections served at once from one source address, at most.
+    pub max_per_source: Option<usize>,
     /// Speak TLS on every TCP connection (`--tls-cert`); reloaded on
     /// SIGHUP.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
@@ -68,7 +81,31 @@ pub struct Config {
 impl Config {
     /// The config for these arguments and sockets: `--max-connections` is
     /// fitted to the descriptor limit (raised first).
-    pub fn new(args: &ServeArgs, sources: &Sources, output: Output) -> Config {
+    pub fn new(args: &ServeArgs, sources: &Sources, output: Output, format: Format) -> Config {
+        let tcp = sources
+            .listeners
+            .iter()
+            .filter(|l| matches!(l.socket, StdListener::Tcp(_)))
+            .map(|l| l.name.as_str())
+            .chain(
+                sources
+                    .connections
+                    .iter()
+                    .filter(|c| matches!(c.stream, StdStream::Tcp(_)))
+                    .map(|c| c.name.as_str()),
+            )
+            .collect::<Vec<_>>();
+        if !args.proxy_protocol.is_empty() && tcp.is_empty() {
+            crate::warn!(
+                "--proxy-protocol applies to TCP connections only, and sockserve serves none: it has no effect"
+            );
+        }
+        if args.access().checks_unix() && !tcp.is_empty() {
+            crate::warn!(
+                "--allow-uid and --allow-gid apply to Unix peers only: TCP clients on {} are not checked by them (use --allow and --deny for those)",
+                tcp.join(", ")
+            );
+        }
         Config {
             texts: args.texts.texts(),
             max_line: args.max_line,
@@ -78,16 +115,45 @@ impl Config {
             output,
             fsync: args.fsync,
             prefix_peer: args.prefix_peer,
+            format,
             access: args.access(),
             receive_only: args.receive_only,
+            proxy_protocol: args.proxy_protocol.clone(),
+            max_per_source: args.max_per_source,
             tls: None,
         }
     }
 
-    /// Where received lines go: `-o`, or standard error when standard
-    /// output is the connection (inetd), else standard output. `--fsync` is
-    /// checked against it.
-    pub fn output(args: &ServeArgs, inetd: bool) -> Result<Output, Failure> {
+    /// Where received lines go and what they become: the journal,
+    /// natively, when asked (`--journal`) or when the stream lines would
+    /// go to is the journal's (`JOURNAL_STREAM`): client bytes never go
+    /// through that stream, where journald reads `<N>` prefixes and cuts
+    /// lines. Else `-o`, or standard error when standard output is the
+    /// connection (inetd), else standard output. `--fsync` is checked
+    /// against it.
+    pub fn output(args: &ServeArgs, inetd: bool) -> Result<(Output, Format), Failure> {
+        use std::os::fd::AsFd;
+        // Inetd: the connection is standard output; lines go to standard
+        // error.
+        let stream_is_journal = || {
+            if inetd {
+                crate::diag::is_journal_stream(io::stderr().as_fd())
+            } else {
+                crate::diag::is_journal_stream(io::stdout().as_fd())
+            }
+        };
+        if args.journal || (args.output.is_none() && stream_is_journal()) {
+            if args.prefix_peer || args.format != RecordFormat::Plain {
+                return Err(Failure::usage(format!(
+                    "standard {} is the journal, so each received line goes to it as an entry of its own, its peer in SOCKSERVE_PEER=; --format json and --prefix-peer are for files and pipes: give --output FILE, or drop them",
+                    if inetd { "error" } else { "output" }
+                )));
+            }
+            if args.fsync {
+                sink::check_fsync(&Output::Journal).map_err(Failure::usage)?;
+            }
+            return Ok((Output::Journal, Format::Journal));
+        }
         let output = match (args.output.as_deref().map(Output::from_arg), inetd) {
             (Some(Output::Stdout), true) => {
                 return Err(Failure::usage(
@@ -95,14 +161,22 @@ impl Config {
                 ))
             }
             (Some(o), _) => o,
-            // The connection is standard output: lines go to the journal.
             (None, true) => Output::Stderr,
             (None, false) => Output::Stdout,
+        };
+        let format = match args.format {
+            RecordFormat::Plain => Format::Plain,
+            RecordFormat::Json if args.prefix_peer => {
+                return Err(Failure::usage(
+                    "--prefix-peer is for --format plain: a JSON record names its peer in its \"peer\" field; drop --prefix-peer",
+                ))
+            }
+            RecordFormat::Json => Format::Json,
         };
         if args.fsync {
             sink::check_fsync(&output).map_err(Failure::usage)?;
         }
-        Ok(output)
+        Ok((output, format))
     }
 }
 
@@ -115,9 +189,11 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
         fd_names: &args.fd_names,
         inetd: args.inetd,
         unix_mode: args.unix_mode,
+        backlog: args.backlog,
+        reuse_port: args.reuse_port,
     };
     let mut sources = Sources::inherit(want)?;
-    let output = Config::output(&args, sources.inetd)?;
+    let (output, format) = Config::output(&args, sources.inetd)?;
     // The certificate before the listeners too: a server that cannot
     // speak TLS never listens.
     let tls = args
@@ -135,7 +211,7 @@ pub fn start(args: ServeArgs) -> Result<(), Failure> {
     sources.bind(want)?;
     let cfg = Config {
         tls,
-        ..Config::new(&args, &sources, output)
+        ..Config::new(&args, &sources, output, format)
     };
     run(cfg, sources, opened)
 }
@@ -181,8 +257,9 @@ pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Fa
     let (failed_tx, failed_rx) = watch::channel(None);
     let sink =
         Sink::start(cfg.output.clone(), output, cfg.fsync, failed_tx).map_err(Failure::runtime)?;
-    let signals =
-        signals().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
+    let signals = signals().map_err(|e| {
+        Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -200,6 +277,10 @@ pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Fa
         let acceptor = Acceptor {
             limit: Arc::new(Semaphore::new(shared.cfg.max_connections)),
             refusals: Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS)),
+            per_source: shared
+                .cfg
+                .max_per_source
+                .map(|max| Arc::new(PerSource::new(max))),
             shared: shared.clone(),
             phase: phase_rx,
             done: done_tx,
@@ -288,6 +369,8 @@ struct Acceptor {
     /// One permit per refused connection lingering so that its refusal
     /// arrives ([`refuse`]).
     refusals: Arc<Semaphore>,
+    /// Connections per source address: `--max-per-source`.
+    per_source: Option<Arc<PerSource>>,
 }
 
 impl Acceptor {
@@ -366,50 +449,193 @@ impl Acceptor {
         }
     }
 
-    /// Serves an accepted connection in a task of its own, or refuses it:
-    /// a peer that is not allowed, or one past the connection limit.
+    /// Serves an accepted connection in a task of its own, or refuses it.
+    /// A TCP connection under `--proxy-protocol` first gives its PROXY
+    /// header ([`Acceptor::admit_proxied`]); then, for every connection,
+    /// [`Acceptor::admit_peer`] applies the rules and limits.
     fn admit(&self, stream: Accepted, addr: Option<SocketAddr>) {
-        let shared = &self.shared;
         let peer = stream.peer(addr);
-        let reason = if !shared.cfg.access.allowed(&peer) {
-            "not allowed"
-        } else {
-            match self.limit.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let (shared, phase, done) =
-                        (shared.clone(), self.phase.clone(), self.done.clone());
-                    let tls = match &stream {
-                        Accepted::Tcp(_) => shared.cfg.tls.as_ref().map(|t| t.config()),
-                        Accepted::Unix(_) => None,
-                    };
-                    match (stream, tls) {
-                        // A task of its own: a TLS connection's state is
-                        // kilobytes, which a plain one does not carry.
-                        // The handshake holds the connection's slot.
-                        (Accepted::Tcp(s), Some(config)) => tokio::spawn(async move {
-                            tls::serve(s, peer, config, shared, phase, permit).await;
-                            drop(done);
-                        }),
-                        (stream, _) => tokio::spawn(async move {
-                            match stream {
-                                Accepted::Tcp(s) => {
-                                    conn::serve(s, peer, shared, phase, permit).await
-                                }
-                                Accepted::Unix(s) => {
-                                    conn::serve(s, peer, shared, phase, permit).await
-                                }
-                            }
-                            // The supervisor waits for every task to drop this.
-                            drop(done);
-                        }),
-                    };
-                    return;
-                }
-                Err(_) => "server busy",
+        match stream {
+            Accepted::Tcp(s) if !self.shared.cfg.proxy_protocol.is_empty() => {
+                self.admit_proxied(s, peer)
+            }
+            stream => self.admit_peer(stream, peer, Vec::new(), None, false),
+        }
+    }
+
+    /// A TCP connection under `--proxy-protocol`: a peer outside those
+    /// networks is refused without a byte of its input read; a trusted
+    /// one takes a connection slot (so that headers being read are bounded
+    /// by `--max-connections`), then must send a valid header within the
+    /// deadline, before the greeting. The header's source is the peer from
+    /// then on.
+    fn admit_proxied(&self, stream: TcpStream, via: Peer) {
+        let cfg = &self.shared.cfg;
+        let proxy = match via {
+            Peer::Tcp(a) if cfg.proxy_protocol.iter().any(|n| n.contains(&a.ip())) => a,
+            _ => {
+                crate::info!(
+                    "{via}: refused: not allowed (not in --proxy-protocol, the networks whose PROXY headers are trusted; add the balancer's address there if this is one)"
+                );
+                return self.refuse(Accepted::Tcp(stream), "not allowed");
             }
         };
+        let Ok(slot) = self.limit.clone().try_acquire_owned() else {
+            crate::info!("{via}: refused: server busy");
+            return self.refuse(Accepted::Tcp(stream), "server busy");
+        };
+        let wait = cfg
+            .idle_timeout
+            .map_or(proxy::HEADER_DEADLINE, |t| t.min(proxy::HEADER_DEADLINE));
+        let deadline = far_or(tokio::time::Instant::now().checked_add(wait));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut phase = this.phase.clone();
+            let read = tokio::select! {
+                r = proxy::read(&stream, deadline) => r,
+                _ = phase.wait_for(|p| *p == Phase::Abort) => return,
+            };
+            let (peer, first, quiet) = match read {
+                Ok((proxy::Header::Proxied(source), first)) => {
+                    (Peer::proxied(source, proxy), first, false)
+                }
+                Ok((proxy::Header::Local, first)) => {
+                    crate::debug!("{via}: PROXY LOCAL or UNKNOWN (a health check): served as the proxy itself");
+                    (via, first, true)
+                }
+                Ok((proxy::Header::Unaddressed, first)) => {
+                    crate::info!(
+                        "{via}: the PROXY header names no IP source; served as the proxy itself"
+                    );
+                    (via, first, false)
+                }
+                Err(proxy::Missing::ClosedFirst) => {
+                    crate::debug!("{via}: closed before sending a PROXY header (a health check)");
+                    return;
+                }
+                Err(why @ (proxy::Missing::Truncated(_) | proxy::Missing::Io(_))) => {
+                    this.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    crate::warn!("{via}: refused: {why}");
+                    return;
+                }
+                Err(why) => {
+                    drop(slot);
+                    crate::warn!("{via}: refused: {why}; check that it sends the PROXY protocol (HAProxy: send-proxy or send-proxy-v2; nginx: proxy_protocol on)");
+                    this.refuse(Accepted::Tcp(stream), "bad PROXY header");
+                    return;
+                }
+            };
+            // Served in this task: no second spawn per connection.
+            if let Some(admitted) =
+                this.check_peer(Accepted::Tcp(stream), peer, first, Some(slot), quiet)
+            {
+                // The PROXY header first, then the TLS handshake, as
+                // HAProxy sends them.
+                match admitted.tls_config(&this.shared) {
+                    Some(config) => {
+                        Box::pin(admitted.serve_tls(
+                            config,
+                            this.shared.clone(),
+                            this.phase.clone(),
+                        ))
+                        .await
+                    }
+                    None => {
+                        admitted
+                            .serve(this.shared.clone(), this.phase.clone())
+                            .await
+                    }
+                }
+            }
+        });
+    }
+
+    /// Applies the access rules, the per-source limit and the connection
+    /// limit (unless `slot` was taken already) to `peer`, then serves the
+    /// connection in a task of its own, with `first` as the first bytes it
+    /// sent; or refuses it. `quiet`: a health check, the balancer's own
+    /// connection: not subject to `--allow`/`--deny`, and its end is
+    /// logged at debug level.
+    fn admit_peer(
+        &self,
+        stream: Accepted,
+        peer: Peer,
+        first: Vec<u8>,
+        slot: Option<OwnedSemaphorePermit>,
+        quiet: bool,
+    ) {
+        if let Some(admitted) = self.check_peer(stream, peer, first, slot, quiet) {
+            let (shared, phase, done) =
+                (self.shared.clone(), self.phase.clone(), self.done.clone());
+            match admitted.tls_config(&shared) {
+                // A task of its own: a TLS connection's state is
+                // kilobytes, which a plain one does not carry. The
+                // handshake holds the connection's slot.
+                Some(config) => tokio::spawn(async move {
+                    admitted.serve_tls(config, shared, phase).await;
+                    drop(done);
+                }),
+                None => tokio::spawn(async move {
+                    admitted.serve(shared, phase).await;
+                    // The supervisor waits for every task to drop this.
+                    drop(done);
+                }),
+            };
+        }
+    }
+
+    /// The rules and limits of [`Acceptor::admit_peer`]: what serving the
+    /// connection needs, or `None` when it was refused.
+    fn check_peer(
+        &self,
+        stream: Accepted,
+        peer: Peer,
+        first: Vec<u8>,
+        slot: Option<OwnedSemaphorePermit>,
+        quiet: bool,
+    ) -> Option<Admitted> {
+        // A health check (the balancer's own connection, LOCAL or
+        // UNKNOWN) was admitted by --proxy-protocol already: rules meant
+        // for clients would refuse it every few seconds.
+        if !quiet && !self.shared.cfg.access.allowed(&peer) {
+            crate::info!("{peer}: refused: not allowed");
+            self.refuse(stream, "not allowed");
+            return None;
+        }
+        let source = match &self.per_source {
+            Some(per) => match per.enter(&peer) {
+                Ok(s) => s,
+                Err(n) => {
+                    crate::info!(
+                        "{peer}: refused: too many connections from this address ({n} open, --max-per-source {})",
+                        per.max
+                    );
+                    self.refuse(stream, "too many connections from your address");
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let slot = match slot.map_or_else(|| self.limit.clone().try_acquire_owned(), Ok) {
+            Ok(s) => s,
+            Err(_) => {
+                crate::info!("{peer}: refused: server busy");
+                self.refuse(stream, "server busy");
+                return None;
+            }
+        };
+        Some(Admitted {
+            stream,
+            opening: conn::Opening { peer, first, quiet },
+            slot: (slot, source),
+        })
+    }
+
+    /// Refuses a connection with the refusal greeting and `reason`; the
+    /// caller has logged why.
+    fn refuse(&self, stream: Accepted, reason: &str) {
+        let shared = &self.shared;
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        crate::info!("{peer}: refused: {reason}");
         if shared.cfg.receive_only {
             // Nothing is sent to a receive-only client: closing says it.
             return;
@@ -444,6 +670,113 @@ impl Acceptor {
                     Accepted::Tcp(s) => s.try_write(&line),
                     Accepted::Unix(s) => s.try_write(&line),
                 };
+            }
+        }
+    }
+}
+
+/// A connection that passed the rules and holds its slots.
+struct Admitted {
+    stream: Accepted,
+    opening: conn::Opening,
+    /// Released with the socket (see [`conn::serve`]).
+    slot: (OwnedSemaphorePermit, Option<SourceGuard>),
+}
+
+impl Admitted {
+    /// The TLS configuration in force, for a TCP connection when
+    /// sockserve speaks TLS.
+    fn tls_config(&self, shared: &Shared) -> Option<Arc<rustls::ServerConfig>> {
+        match self.stream {
+            Accepted::Tcp(_) => shared.cfg.tls.as_ref().map(|t| t.config()),
+            Accepted::Unix(_) => None,
+        }
+    }
+
+    /// [`Admitted::serve`] over TLS: the handshake (fed the bytes that
+    /// came after a PROXY header first), then the connection.
+    async fn serve_tls(
+        self,
+        config: Arc<rustls::ServerConfig>,
+        shared: Arc<Shared>,
+        phase: watch::Receiver<Phase>,
+    ) {
+        match self.stream {
+            Accepted::Tcp(s) => tls::serve(s, self.opening, config, shared, phase, self.slot).await,
+            stream => {
+                Admitted {
+                    stream,
+                    opening: self.opening,
+                    slot: self.slot,
+                }
+                .serve(shared, phase)
+                .await
+            }
+        }
+    }
+
+    async fn serve(self, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+        let Admitted {
+            stream,
+            opening,
+            slot,
+        } = self;
+        match stream {
+            Accepted::Tcp(s) => conn::serve(s, opening, shared, phase, slot).await,
+            Accepted::Unix(s) => conn::serve(s, opening, shared, phase, slot).await,
+        }
+    }
+}
+
+/// `--max-per-source`: connections open per source address (a TCP peer's
+/// IP address, the PROXY header's source for a proxied one). Unix peers
+/// are not counted.
+struct PerSource {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerSource {
+    fn new(max: usize) -> PerSource {
+        PerSource {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a connection from `peer` in, or says how many are open from
+    /// its address when that is the maximum already. The guard counts it
+    /// out when dropped.
+    fn enter(self: &Arc<Self>, peer: &Peer) -> Result<Option<SourceGuard>, usize> {
+        let Some(ip) = peer.ip() else {
+            return Ok(None);
+        };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(Some(SourceGuard {
+            per: self.clone(),
+            ip,
+        }))
+    }
+}
+
+/// One connection counted in [`PerSource`]; counted out on drop.
+struct SourceGuard {
+    per: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut open = self.per.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
             }
         }
     }
@@ -488,7 +821,10 @@ impl Supervisor {
             tokio::select! {
                 s = signals.recv() => match s {
                     Some(signal_hook::consts::SIGHUP) => {
-                        shared.sink.reopen();
+                        match &shared.cfg.output {
+                            Output::File(_) => shared.sink.reopen(),
+                            other => crate::debug!("nothing to reopen: the output is {other}"),
+                        }
                         if let Some(t) = shared.cfg.tls.clone() {
                             // Files read off the runtime's threads.
                             let _ = tokio::task::spawn_blocking(move || t.reload()).await;
@@ -607,7 +943,7 @@ fn fit_to_descriptors(max_connections: usize, listeners: usize) -> usize {
     let room = limit.saturating_sub(RESERVED_FDS + listeners as u64).max(1) as usize;
     if max_connections > room {
         crate::warn!(
-            "--max-connections {max_connections} is more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
+            "--max-connections {max_connections}: more than the open-file limit ({limit}) allows; serving at most {room} at once (raise it with ulimit -n or LimitNOFILE=)"
         );
         return room;
     }

@@ -15,6 +15,10 @@
 //!   task writes under a lock itself and saves the thread hop (half the
 //!   round-trip latency).
 //!
+//! The journal ([`Output::Journal`]) takes the thread path: the thread
+//! sends each entry of a batch to journald's socket ([`super::journal`]),
+//! which can block while journald is busy.
+//!
 //! Either way, a write or sync that fails answers every batch, then and
 //! after, with failure: no line is ever acked that did not reach the
 //! output.
@@ -34,6 +38,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
 
+use super::journal::{self, Journal};
 use crate::diag::describe;
 use crate::safepath::DirEntry;
 
@@ -43,6 +48,8 @@ pub enum Output {
     Stdout,
     Stderr,
     File(PathBuf),
+    /// journald, over its native protocol: one entry per line.
+    Journal,
 }
 
 impl std::fmt::Display for Output {
@@ -51,6 +58,7 @@ impl std::fmt::Display for Output {
             Output::Stdout => f.write_str("standard output"),
             Output::Stderr => f.write_str("standard error"),
             Output::File(p) => write!(f, "{}", p.display()),
+            Output::Journal => f.write_str("the journal"),
         }
     }
 }
@@ -80,9 +88,26 @@ enum Msg {
     Reopen,
 }
 
+/// What the lines are written to.
+enum Out {
+    File(File),
+    Journal(Journal),
+}
+
+/// Connects to journald's socket; the error says what to do.
+fn open_journal(path: &std::path::Path) -> Result<Journal, String> {
+    Journal::connect(path).map_err(|e| {
+        format!(
+            "cannot send lines to the journal at {}: {}; is systemd-journald running? (give --output FILE to write them elsewhere)",
+            path.display(),
+            describe(&e)
+        )
+    })
+}
+
 /// The output and what is known of it, whichever way lines reach it.
 struct Writer {
-    file: File,
+    out: Out,
     output: Output,
     fsync: bool,
     /// False once a write or sync failed: nothing is acked after that.
@@ -102,20 +127,27 @@ impl Writer {
         if !self.ok {
             return false;
         }
-        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-        let result = write_all_vectored(&mut self.file, &mut slices).and_then(|()| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
+        let result = match &mut self.out {
+            Out::File(file) => {
+                let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+                write_all_vectored(file, &mut slices).and_then(|()| {
+                    if self.fsync {
+                        file.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                })
             }
-        });
+            Out::Journal(j) => bufs.iter().try_for_each(|b| j.send_framed(b)),
+        };
         match result {
             Ok(()) => {
                 self.lines.fetch_add(lines, Ordering::Relaxed);
             }
             Err(e) => {
-                let what = if e.kind() == io::ErrorKind::BrokenPipe {
+                let what = if let Out::Journal(j) = &self.out {
+                    format!("cannot send lines to the journal at {}", j.path().display())
+                } else if e.kind() == io::ErrorKind::BrokenPipe {
                     "output closed".to_string()
                 } else {
                     format!("cannot write output {}", self.output)
@@ -141,7 +173,7 @@ impl Writer {
     }
 
     fn switch(&mut self, file: File) {
-        self.file = file;
+        self.out = Out::File(file);
         crate::info!("reopened output {}", self.output);
     }
 }
@@ -334,7 +366,7 @@ struct Target {
 
 /// The output, opened at start and not yet handed to a [`Sink`].
 pub struct Opened {
-    file: File,
+    out: Out,
     target: Option<Target>,
 }
 
@@ -391,6 +423,15 @@ fn open_at_start(output: &Output) -> Result<Opened, StartError> {
     let fd = match output {
         Output::Stdout => io::stdout().as_fd().try_clone_to_owned(),
         Output::Stderr => io::stderr().as_fd().try_clone_to_owned(),
+        Output::Journal => {
+            return Ok(Opened {
+                out: Out::Journal(
+                    open_journal(std::path::Path::new(journal::SOCKET))
+                        .map_err(StartError::Failed)?,
+                ),
+                target: None,
+            })
+        }
         Output::File(path) => {
             let fail = |why: String| {
                 StartError::Failed(format!("cannot use output {}: {why}", path.display()))
@@ -413,13 +454,13 @@ fn open_at_start(output: &Output) -> Result<Opened, StartError> {
                 );
             }
             return Ok(Opened {
-                file,
+                out: Out::File(file),
                 target: Some(Target { at, kind }),
             });
         }
     };
     fd.map(|fd| Opened {
-        file: File::from(fd),
+        out: Out::File(File::from(fd)),
         target: None,
     })
     .map_err(|e| StartError::Failed(format!("cannot use {output} as output: {}", describe(&e))))
@@ -448,11 +489,11 @@ impl Sink {
         fsync: bool,
         failed: watch::Sender<Option<String>>,
     ) -> Result<Sink, String> {
-        let Opened { file, target } = opened;
+        let Opened { out, target } = opened;
         let lines = Arc::new(AtomicU64::new(0));
-        let inline = !fsync && never_blocks(&file);
+        let inline = !fsync && matches!(&out, Out::File(f) if never_blocks(f));
         let writer = Writer {
-            file,
+            out,
             output,
             fsync,
             ok: true,
@@ -581,6 +622,11 @@ fn settle(writer: &mut Writer, pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<
 pub fn check_fsync(output: &Output) -> Result<(), String> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match output {
+        Output::Journal => {
+            return Err(
+                "--fsync applies to files, and the output is the journal; give --output FILE, or drop --fsync".to_string(),
+            )
+        }
         // lstat: a symbolic link is refused when the output is opened.
         Output::File(p) => match std::fs::symlink_metadata(p) {
             Ok(m) if m.file_type().is_symlink() => return Ok(()),
@@ -610,7 +656,7 @@ pub fn check_fsync(output: &Output) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "--fsync needs an output that is a file, and {output} is not; give --output FILE or redirect to a file"
+            "--fsync: cannot sync {output}: it is not a file; give --output FILE or redirect to a file"
         ))
     }
 }

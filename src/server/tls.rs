@@ -35,7 +35,6 @@ use tokio::time::Instant;
 use super::conn::{self, kernel_has_input, Conn};
 use super::{Phase, Shared};
 use crate::diag::describe;
-use crate::peer::Peer;
 use crate::tls::{describe_error, TlsId};
 
 /// Ciphertext read from the socket at once, at most.
@@ -85,10 +84,16 @@ impl Write for TryWrite<'_> {
 
 impl TlsConn {
     pub fn new(tcp: TcpStream, tls: ServerConnection) -> TlsConn {
+        TlsConn::with_input(tcp, tls, Vec::new())
+    }
+
+    /// A TLS stream whose first bytes were read already (after a PROXY
+    /// header).
+    pub fn with_input(tcp: TcpStream, tls: ServerConnection, first: Vec<u8>) -> TlsConn {
         TlsConn {
             tcp,
             tls,
-            inbuf: Vec::new(),
+            inbuf: first,
             inpos: 0,
             tcp_eof: false,
             closed: false,
@@ -353,7 +358,7 @@ impl AsyncWrite for TlsConn {
 /// named by its client certificate if it gave one.
 pub async fn serve(
     tcp: TcpStream,
-    peer: Peer,
+    opening: conn::Opening,
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
@@ -363,8 +368,10 @@ pub async fn serve(
     // row: with Nagle's algorithm each waits for the client's delayed
     // ACK (40 ms).
     let _ = tcp.set_nodelay(true);
+    let conn::Opening { peer, first, quiet } = opening;
     let mut t = match ServerConnection::new(config) {
-        Ok(c) => TlsConn::new(tcp, c),
+        // What came after a PROXY header is the start of the handshake.
+        Ok(c) => TlsConn::with_input(tcp, c, first),
         Err(e) => {
             crate::error!("{peer}: cannot start TLS: {}", describe_error(&e));
             return;
@@ -386,7 +393,12 @@ pub async fn serve(
         Some(id) => peer.with_tls(id),
         None => peer,
     };
-    conn::serve(t, peer, shared, phase, slot).await;
+    let opening = conn::Opening {
+        peer,
+        first: Vec::new(),
+        quiet,
+    };
+    conn::serve(t, opening, shared, phase, slot).await;
 }
 
 /// The handshake within the idle timeout; while the server drains, within

@@ -503,6 +503,9 @@ impl Peer {
                 Ok(None) if v.is_empty() => return None,
                 Ok(None) => return Some(String::from_utf8_lossy(&v).into_owned()),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // A signal to the test process (a child's end) is not the
+                // peer's doing: read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("read: {e} (after {:?})", String::from_utf8_lossy(&v)),
             }
         }

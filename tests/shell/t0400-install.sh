@@ -16,6 +16,8 @@ test_expect_success 'installs into DESTDIR/PREFIX the tree packagers expect' '
 	./usr/lib/systemd/system/sockserve-accept@.service
 	./usr/lib/systemd/system/sockserve.service
 	./usr/lib/systemd/system/sockserve.socket
+	./usr/lib/systemd/system/sockserve@.service
+	./usr/lib/systemd/system/sockserve@.socket
 	./usr/share/bash-completion/completions/sockclient
 	./usr/share/bash-completion/completions/sockserve
 	./usr/share/doc/sockserve/README.md
@@ -58,6 +60,25 @@ test_expect_success 'a reinstall still uninstalls its folders' '
 	DESTDIR=$TRASH/re PREFIX=/usr "$ROOT/scripts/install" --bin-dir "$BIN" >log &&
 	DESTDIR=$TRASH/re PREFIX=/usr "$ROOT/scripts/install" --uninstall >log &&
 	test -z "$(ls -A $TRASH/re)"
+'
+
+test_expect_success '--uninstall with another PREFIX says which PREFIX to give' '
+	DESTDIR=$TRASH/other PREFIX=/usr "$ROOT/scripts/install" --bin-dir "$BIN" >log &&
+	{ DESTDIR=$TRASH/other "$ROOT/scripts/install" --uninstall 2>err; test $? = 1; } &&
+	grep -q "^scripts/install: nothing to uninstall: no manifest under $TRASH/other/usr/local (.*); give the PREFIX you installed with: there is one under $TRASH/other/usr, so: PREFIX=/usr scripts/install --uninstall\$" err &&
+	test -f $TRASH/other/usr/bin/sockserve &&
+	DESTDIR=$TRASH/other PREFIX=/usr "$ROOT/scripts/install" --uninstall >log &&
+	test -z "$(ls -A $TRASH/other)"
+'
+
+test_expect_success 'without cargo on PATH (sudo), it says to build first and use --bin-dir' '
+	nocargo=$TRASH/nocargo-bin && mkdir -p $nocargo &&
+	for t in bash dirname sed grep cut sort mkdir install mktemp rm cat printf env; do
+		ln -sf "$(command -v $t)" $nocargo/$t || return 1
+	done &&
+	{ DESTDIR=$TRASH/nc PATH=$nocargo "$ROOT/scripts/install" 2>err; test $? = 1; } &&
+	grep -q "cannot build: cargo is not on PATH (sudo resets PATH); build as yourself with .cargo build --release., then run .sudo scripts/install --bin-dir target/release." err &&
+	test ! -e $TRASH/nc/usr/local/bin/sockserve
 '
 
 test_expect_success 'bad use: exit 2 and no install' '
