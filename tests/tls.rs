@@ -879,3 +879,33 @@ fn json_records_name_the_client_by_its_certificate() {
     );
     assert_eq!(record["text"], "hi");
 }
+
+/// `--inetd` (and so `Accept=yes`, the same road): the one connection on
+/// standard input speaks TLS too.
+#[test]
+fn the_connection_on_standard_input_speaks_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let srv = ca.server("server");
+    let out = dir.path().join("out");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let client = std::thread::spawn({
+        let ca = ca.pem.clone();
+        move || tls_client(&ca, &[], &addr, b"over inetd\n")
+    });
+    let (conn, _) = listener.accept().unwrap();
+    let mut server = Command::new(sockserve_bin())
+        .args(["--inetd", "-o", s(&out)])
+        .args(["--tls-cert", s(&srv.cert), "--tls-key", s(&srv.key)])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(conn)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::collect(server.stderr.take().unwrap());
+    client.join().unwrap().assert_success().assert_stdout(ACK);
+    let st = wait_child(&mut server, WAIT, &err);
+    assert!(st.success(), "{st}: {}", err.text());
+    assert_eq!(std::fs::read(&out).unwrap(), b"over inetd\n");
+}
