@@ -909,3 +909,22 @@ fn the_connection_on_standard_input_speaks_tls_too() {
     assert!(st.success(), "{st}: {}", err.text());
     assert_eq!(std::fs::read(&out).unwrap(), b"over inetd\n");
 }
+
+/// A balancer's health check (PROXY `UNKNOWN`, then a close, no TLS) is
+/// not a refused client: debug level only, as without TLS.
+#[test]
+fn a_health_check_without_tls_is_not_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let server = tls_server(
+        &ca.server("server"),
+        &["-v", "--proxy-protocol", "127.0.0.1"],
+    );
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+    drop(c);
+    server
+        .stderr
+        .wait_for("health check closed before a TLS handshake");
+    server.stderr.assert_lacks("refused");
+}

@@ -380,8 +380,13 @@ pub async fn serve(
     if let Err(why) = bounded_handshake(&mut t, shared.cfg.idle_timeout, &mut phase).await {
         drop(t);
         drop(slot);
-        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        crate::info!("{peer}: refused: TLS handshake failed: {why}");
+        if quiet {
+            // A balancer's health check (PROXY LOCAL) that did not do TLS.
+            crate::debug!("{peer}: health check closed before a TLS handshake: {why}");
+        } else {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            crate::info!("{peer}: refused: TLS handshake failed: {why}");
+        }
         return;
     }
     let id = t
