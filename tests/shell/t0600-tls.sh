@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # TLS as the README shows it: its private-CA example run as written (the
 # ports moved to 27443 and 27444), then openssl's own client and a plain
-# client against the server it made.
+# client against the server it made, and TLS passed through HAProxy
+# (27445) with a PROXY v2 header in front of the handshake (27446).
 . "$(dirname "$0")/lib.sh"
 
 command -v openssl >/dev/null || skip_all "openssl is not installed"
-for p in 27443 27444; do
+for p in 27443 27444 27445 27446; do
 	(exec 6<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && skip_all "port $p is in use on this machine"
 done
 
@@ -41,5 +42,32 @@ test_expect_success 'a plain client on the TLS port fails cleanly on both sides'
 	test "$(cat tls.out)" = "$(printf "one\ntwo")" &&
 	stop_server tls
 '
+
+if command -v haproxy >/dev/null; then
+	cat >haproxy.cfg <<-EOF
+	defaults
+	    mode tcp
+	    timeout connect 5s
+	    timeout client 30s
+	    timeout server 30s
+	frontend tls_in
+	    bind 127.0.0.1:27445
+	    default_backend sockserve
+	backend sockserve
+	    server s1 127.0.0.1:27446 send-proxy-v2
+	EOF
+	test_expect_success 'behind HAProxy: the PROXY header first, then the handshake' '
+		start_server behind --prefix-peer --proxy-protocol 127.0.0.1 \
+			--tls-cert server.pem --tls-key server.key 127.0.0.1:27446 &&
+		{ haproxy -db -f haproxy.cfg >haproxy.log 2>&1 & PIDS+=($!); } &&
+		echo "via haproxy" | bounded sockclient --retry 5 --tls --tls-ca ca.pem localhost:27445 >acks &&
+		test "$(cat acks)" = "Information Received" &&
+		grep -q "^127\.0\.0\.1:[0-9]*	via haproxy$" behind.out &&
+		! grep -q refused behind.err &&
+		stop_server behind
+	'
+else
+	test_skip 'behind HAProxy: the PROXY header first, then the handshake' "haproxy is not installed"
+fi
 
 test_done
