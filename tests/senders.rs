@@ -433,3 +433,56 @@ fn max_line_beyond_what_the_server_can_hold_is_a_usage_error() {
             .assert_stderr_contains("1073741824");
     }
 }
+
+/// The same for acks owed: a client that sends a stream, reads nothing
+/// for a moment (its receive buffer fills, the ack write waits), then
+/// reads every ack, while the server is stopped for longer than the idle
+/// timeout. The ack write's clock measures the client's silence: when it
+/// runs out after the pause, the socket takes bytes again, so the
+/// connection goes on, and every line is acked.
+#[test]
+fn a_paused_server_does_not_blame_a_client_owed_acks() {
+    use nix::sys::signal::Signal;
+    let s = Server::start(&["--idle-timeout", "2", "-o", "/dev/null", "127.0.0.1:0"]);
+    let c = TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "connect\n");
+    let n = 400_000;
+    let mut w = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let block = "x\n".repeat(n);
+        let _ = w.write_all(block.as_bytes());
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    // Read nothing for a while: the acks pile up and the writes wait.
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal(Signal::SIGSTOP);
+    // The client reads again while the server is stopped, well within
+    // the idle timeout of its last read; the server sleeps on past it.
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut acked = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    assert_eq!(line, ACK);
+                    acked += 1;
+                }
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    s.signal(Signal::SIGCONT);
+    let acked = reader.join().unwrap();
+    sender.join().unwrap();
+    let log = s.stderr.wait_for("closed (");
+    assert!(log.contains("closed (client EOF)"), "{log}");
+    assert_eq!(acked, n, "{log}");
+}

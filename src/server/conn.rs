@@ -63,6 +63,16 @@ pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
     }
 }
 
+/// Whether the kernel would take bytes for `fd` now (or has an error to
+/// report on it).
+fn kernel_can_write(fd: std::os::fd::RawFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // SAFETY: the caller holds the socket open for the length of the call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(bfd, PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// Whether the kernel holds input (or an end, or an error) for `fd`.
 pub fn kernel_has_input(fd: std::os::fd::RawFd) -> bool {
     use nix::sys::socket::{recv, MsgFlags};
@@ -521,15 +531,33 @@ impl<S: Conn> State<S> {
                 ) => {}
             Err(e) => return Err(End::Error(e)),
         }
-        let deadline = (self.shared.cfg.idle_timeout).and_then(|t| Instant::now().checked_add(t));
+        let idle = self.shared.cfg.idle_timeout;
+        let deadline = idle.and_then(|t| Instant::now().checked_add(t));
         let mut shutdown = self.shutdown.clone();
-        let write = async {
-            match deadline {
-                Some(d) => timeout_at(d.into(), self.stream.write_all(bytes))
-                    .await
-                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-                None => self.stream.write_all(bytes).await,
+        let fd = self.stream.as_raw_fd();
+        let stream = &mut self.stream;
+        // The idle clock measures the client's silence, not ours: every
+        // write that makes progress starts it again, and when it runs out
+        // the kernel is asked whether the socket takes bytes now (after a
+        // pause of the whole server, the client may have read everything
+        // while the timer and the readiness came back in either order).
+        let write = async move {
+            let Some(mut due) = deadline else {
+                return stream.write_all(bytes).await;
+            };
+            while !bytes.is_empty() {
+                match timeout_at(due.into(), stream.write(bytes)).await {
+                    Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(Ok(n)) => bytes = &bytes[n..],
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) if kernel_can_write(fd) => {}
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+                due = idle
+                    .and_then(|t| Instant::now().checked_add(t))
+                    .unwrap_or(due);
             }
+            Ok(())
         };
         let written = tokio::select! {
             r = write => r,
