@@ -115,8 +115,120 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
     } else {
         format!("{}: {}\n", program(), msg)
     };
+    if LOG_THREAD.load(Ordering::Relaxed) {
+        if let Some(queue) = QUEUE.get() {
+            queue.push(line.into_bytes());
+            return;
+        }
+    }
     // One write per line, so lines from several threads never interleave.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Lines waiting for the log thread, at most this many: past it, lines are
+/// dropped and counted, never waited for.
+const QUEUE_LINES: usize = 4096;
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+/// The log thread runs: lines go through [`QUEUE`].
+static LOG_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// The lines the log thread writes, so that a standard error that does not
+/// drain (a log pipe whose reader stopped, a stuck journald) never blocks
+/// the thread that logs: a server's runtime workers keep serving, and its
+/// signals keep working.
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    /// Wakes the log thread when lines come, and [`flush`] when they are
+    /// written.
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    lines: std::collections::VecDeque<Vec<u8>>,
+    /// Lines dropped since the last that was written.
+    dropped: u64,
+    /// The log thread is writing a line it took.
+    writing: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, line: Vec<u8>) {
+        let mut st = self.lock();
+        if st.lines.len() >= QUEUE_LINES {
+            st.dropped += 1;
+            return;
+        }
+        st.lines.push_back(line);
+        self.changed.notify_all();
+    }
+}
+
+/// From here on, diagnostics go through a thread of their own, which
+/// alone may wait for standard error: call it before starting threads
+/// that must never block on it (a server's runtime). Lines that come
+/// while standard error does not drain and the queue is full are dropped,
+/// and a line says how many.
+pub fn start_log_thread() {
+    let queue = QUEUE.get_or_init(|| Queue {
+        state: Default::default(),
+        changed: std::sync::Condvar::new(),
+    });
+    let spawned = std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || loop {
+            let (line, dropped) = {
+                let mut st = queue.lock();
+                while st.lines.is_empty() {
+                    st = queue.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                st.writing = true;
+                let dropped = std::mem::take(&mut st.dropped);
+                (st.lines.pop_front(), dropped)
+            };
+            let mut err = std::io::stderr().lock();
+            if dropped > 0 {
+                let note = format!(
+                    "{}: {dropped} log lines dropped: standard error did not drain\n",
+                    program()
+                );
+                let _ = err.write_all(note.as_bytes());
+            }
+            if let Some(line) = line {
+                let _ = err.write_all(&line);
+            }
+            drop(err);
+            queue.lock().writing = false;
+            queue.changed.notify_all();
+        });
+    // Without the thread, lines are written where they are made.
+    LOG_THREAD.store(spawned.is_ok(), Ordering::Relaxed);
+}
+
+/// Waits until the log thread has written every line queued, at most
+/// `limit`: before the process exits, so its last words are not lost.
+pub fn flush(limit: std::time::Duration) {
+    let Some(queue) = QUEUE.get() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + limit;
+    let mut st = queue.lock();
+    while !st.lines.is_empty() || st.writing {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        st = queue
+            .changed
+            .wait_timeout(st, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
 }
 
 #[macro_export]

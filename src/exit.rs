@@ -59,7 +59,7 @@ impl std::fmt::Display for Failure {
 
 /// The exit code of a run: 0, or the failure's code after its message.
 pub fn report(result: Result<(), Failure>) -> std::process::ExitCode {
-    match result {
+    let code = match result {
         Ok(()) => std::process::ExitCode::from(OK),
         Err(f) => {
             if !f.message.is_empty() {
@@ -67,7 +67,11 @@ pub fn report(result: Result<(), Failure>) -> std::process::ExitCode {
             }
             std::process::ExitCode::from(f.code)
         }
-    }
+    };
+    // The last words: written before the process exits, within a bound
+    // (a standard error that does not drain must not hold the exit).
+    crate::diag::flush(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Prints clap's own message (usage error, `--help`, `--version`) in

@@ -283,7 +283,11 @@ fn a_full_backlog_unix_server_does_not_hang_sockclient() {
     let r = run_client(&["--connect-timeout", "500ms", &target], b"x\n");
     assert_eq!(r.code(), 4, "{}", r.stderr);
     assert!(r.stderr.contains("timed out"), "{}", r.stderr);
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
     // And SIGTERM stops it while it waits: nothing was lost, so 143.
     let mut child = spawn_piped(
         sockclient_bin(),
@@ -494,4 +498,73 @@ fn an_fd_name_cannot_forge_a_log_line_or_a_priority() {
     for l in lines.all() {
         assert!(l.starts_with("<6>sockserve: "), "a forged line: {l:?}");
     }
+}
+
+/// Log lines were written to standard error from the runtime's workers
+/// with a blocking write: a standard error that did not drain (a log pipe
+/// whose reader stopped, a stuck journald) stopped the whole server after
+/// some 900 connections' log lines, and SIGTERM no longer ended it. Lines
+/// now go through a thread of their own; when standard error does not
+/// drain, they are dropped and counted, and serving goes on.
+#[test]
+fn a_stalled_standard_error_never_stops_the_server() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::OwnedFd;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("err.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Opened for reading and writing: a reader that never reads.
+    let stalled: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .into();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = std::process::Command::new(sockserve_bin())
+        .args(["-v", "-o", "/dev/null", &addr])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(stalled.try_clone().unwrap()))
+        .spawn()
+        .unwrap();
+    // Killed if the test fails: a hung server must not outlive it.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
+    let connect = || std::net::TcpStream::connect(&addr);
+    assert!(eventually(WAIT, || connect().is_ok()));
+    // 2,000 connections log 4,000 lines, far more than the pipe holds.
+    for i in 0..2000 {
+        let c = connect().unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut r = BufReader::new(&c);
+        let mut l = String::new();
+        r.read_line(&mut l)
+            .unwrap_or_else(|e| panic!("connection {i}: no greeting: {e}"));
+        (&c).write_all(b"x\n").unwrap();
+        l.clear();
+        r.read_line(&mut l)
+            .unwrap_or_else(|e| panic!("connection {i}: no ack: {e}"));
+        assert_eq!(l, ACK);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // The drain ends at once (no connection open); the last words wait
+    // at most a second for the stalled standard error.
+    let st = wait_child(
+        &mut child.0,
+        std::time::Duration::from_secs(8),
+        &Lines::default(),
+    );
+    assert_eq!(st.code(), Some(0));
+    drop(stalled);
 }

@@ -257,6 +257,8 @@ pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Fa
     let (failed_tx, failed_rx) = watch::channel(None);
     let sink =
         Sink::start(cfg.output.clone(), output, cfg.fsync, failed_tx).map_err(Failure::runtime)?;
+    // From here on no thread that serves waits for standard error.
+    crate::diag::start_log_thread();
     let signals = signals().map_err(|e| {
         Failure::runtime(format!("cannot install signal handlers: {}", describe(&e)))
     })?;
