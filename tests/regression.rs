@@ -495,3 +495,64 @@ fn an_fd_name_cannot_forge_a_log_line_or_a_priority() {
         assert!(l.starts_with("<6>sockserve: "), "a forged line: {l:?}");
     }
 }
+
+/// A non-blocking standard input (a parent's pipe with O_NONBLOCK)
+/// failed at once: "cannot read standard input: resource temporarily
+/// unavailable", exit 1. EAGAIN now means wait for it to be readable.
+/// And with `-v` the summary came before the error; it comes last.
+#[test]
+fn a_non_blocking_standard_input_waits_for_its_writer() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let s = Server::start(&["127.0.0.1:0"]);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&reader),
+        FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut child = Command::new(sockclient_bin())
+        .arg(s.addr())
+        .stdin(Stdio::from(reader))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::collect(child.stdout.take().unwrap());
+    let err = Lines::collect(child.stderr.take().unwrap());
+    writer.write_all(b"one\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = writer.write_all(b"two\n");
+    drop(writer);
+    let st = wait_child(&mut child, WAIT, &err);
+    out.wait_eof(WAIT);
+    err.wait_eof(WAIT);
+    assert_eq!(st.code(), Some(0), "{}", err.text());
+    assert_eq!(out.all(), vec![ACK.trim_end(); 2]);
+    assert_eq!(err.text(), "");
+    // -v: the summary is the last line, after the error.
+    let dir = std::fs::File::open("/").unwrap();
+    let mut child = Command::new(sockclient_bin())
+        .args(["-v", s.addr()])
+        .stdin(Stdio::from(dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let st = wait_child(&mut child, WAIT, &err);
+    err.wait_eof(WAIT);
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    let lines = err.all();
+    let n = lines.len();
+    assert!(n >= 2, "{lines:?}");
+    assert!(
+        lines[n - 2].contains("cannot read standard input: is a directory"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[n - 1].starts_with("sockclient: sent 0, acked 0, "),
+        "{lines:?}"
+    );
+}

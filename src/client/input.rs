@@ -510,6 +510,14 @@ pub fn read_stdin(pipe: Arc<Pipe>) {
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // A non-blocking standard input (the parent's pipe):
+                // wait until it has something, then read again; look up
+                // now and then, as a stop may have come.
+                drop(st);
+                wait_readable(&stdin);
+                continue;
+            }
             Err(e) => {
                 let n = st.window.end_partial();
                 st.counts.read += n;
@@ -523,6 +531,14 @@ pub fn read_stdin(pipe: Arc<Pipe>) {
             return;
         }
     }
+}
+
+/// Waits until `fd` can be read (or ends, or fails: the read says
+/// which), at most a tick.
+fn wait_readable(fd: &impl std::os::fd::AsFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(100u8));
 }
 
 /// The writer: what the current connection has not had, from the window

@@ -464,16 +464,17 @@ pub fn run(cfg: Config, signals: Arc<Signals>) -> u8 {
             never_connected,
         }
     };
+    let v = verdict(&outcome, cfg.mode == Mode::Quiet);
+    if let Some(m) = &v.message {
+        crate::error!("{m}");
+    }
+    // The summary comes last, after any error.
     if cfg.verbose && threads {
         crate::info!(
             "{}, {:.2} s",
             outcome.counts.summary(),
             started.elapsed().as_secs_f64()
         );
-    }
-    let v = verdict(&outcome, cfg.mode == Mode::Quiet);
-    if let Some(m) = &v.message {
-        crate::error!("{m}");
     }
     v.code
 }
