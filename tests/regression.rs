@@ -496,6 +496,77 @@ fn an_fd_name_cannot_forge_a_log_line_or_a_priority() {
     }
 }
 
+/// `--window` did not bound the memory a long line took: the window
+/// counted as full only when it held a whole line, so a line without a
+/// newline was held whole (`head -c 600M /dev/zero | sockclient --window
+/// 1M` grew to 555 MB). A line longer than the window cannot be kept for
+/// resending: sockclient now stops with an error, and the part already
+/// sent ends in a reset, so that the server drops it.
+#[test]
+fn a_line_longer_than_the_window_does_not_grow_the_memory() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // Greets, then reads forever (never acks).
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.set_read_timeout(Some(WAIT));
+            let _ = s.write_all(b"connect\n");
+            let mut b = vec![0u8; 64 * 1024];
+            while let Ok(n) = s.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    let mut child = spawn_piped(
+        sockclient_bin(),
+        &["-q", "--window", "1M", "--ack-timeout", "2s", &addr],
+    );
+    let pid = child.id() as i32;
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let block = vec![b'x'; 1 << 20];
+        // 200 MB of one line, or until the client stops reading.
+        for _ in 0..200 {
+            if stdin.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let mut peak = 0;
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{}", err.text());
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(k) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(k);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = wait_child(&mut child, WAIT, &err);
+    feeder.join().unwrap();
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    let m = err.wait_for("--window");
+    assert!(
+        m.contains(
+            "a line longer than --window (1048576 bytes) cannot be kept for resending: \
+             give a larger --window"
+        ),
+        "{m}"
+    );
+}
+
 /// A non-blocking standard input (a parent's pipe with O_NONBLOCK)
 /// failed at once: "cannot read standard input: resource temporarily
 /// unavailable", exit 1. EAGAIN now means wait for it to be readable.
