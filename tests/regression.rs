@@ -408,7 +408,7 @@ fn the_servers_error_line_is_reported_as_such() {
     assert!(!r.stderr.contains("unexpected line"), "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "2 of 3 lines were not acknowledged (the server reported an error: line too long (max 10 bytes))"
+            "2 of 3 sent lines were not acknowledged (the server reported an error: line too long (max 10 bytes))"
         ),
         "{}",
         r.stderr
@@ -493,6 +493,70 @@ fn an_fd_name_cannot_forge_a_log_line_or_a_priority() {
     );
     for l in lines.all() {
         assert!(l.starts_with("<6>sockserve: "), "a forged line: {l:?}");
+    }
+}
+
+/// sockclient exited 0 after a failed write to standard output: with
+/// `--echo` into `/dev/full` it said "cannot write standard output: no
+/// space left on device" and exited 0, and `| head -1` exited 0 with
+/// `--echo` but 141 without. The failure was only acted on while input
+/// was still being read. Now a write error other than EPIPE is exit 1
+/// with its message, and a closed output is 141, with or without
+/// `--echo`, whenever acks were left unprinted.
+#[test]
+fn a_failed_write_to_standard_output_is_never_exit_0() {
+    use std::process::{Command, Stdio};
+    let s = Server::start(&["127.0.0.1:0"]);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut cmd = Command::new(sockclient_bin());
+    cmd.args(["--echo", s.addr()]).stdout(Stdio::from(full));
+    // run_command pipes stdout; this one must go to /dev/full.
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n3\n").unwrap();
+    }
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let st = wait_child(&mut child, WAIT, &err);
+    err.wait_eof(WAIT);
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    assert_eq!(
+        err.text(),
+        "sockclient: cannot write standard output: no space left on device (sent 3, acked 3)"
+    );
+    // `| head -1` after the whole input was read: 141 in both modes.
+    let input: Vec<u8> = (0..100_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    for mode in [&["--echo"][..], &[][..]] {
+        let mut args = mode.to_vec();
+        args.push(s.addr());
+        let mut child = spawn_piped(sockclient_bin(), &args);
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.clone();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+        let err = Lines::collect(child.stderr.take().unwrap());
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        assert!(first.ends_with("Information Received\n"), "{first:?}");
+        feeder.join().unwrap();
+        // Let the client read its input to the end, then close.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(out);
+        let st = wait_child(&mut child, WAIT, &err);
+        assert_eq!(st.code(), Some(141), "{mode:?}: {}", err.text());
     }
 }
 
@@ -626,4 +690,25 @@ fn a_non_blocking_standard_input_waits_for_its_writer() {
         lines[n - 1].starts_with("sockclient: sent 0, acked 0, "),
         "{lines:?}"
     );
+}
+
+/// The counts misled: "749838 of 761929 lines were not acknowledged …
+/// sent 605696, acked 12091" counted lines read but never sent as not
+/// acknowledged, and a line the server cut off ("line too long") was
+/// reported as "sent 0, acked 0" though part of it went out. The report
+/// now says how many sent lines were not acked, how many read were never
+/// sent, and that a line was sent in part.
+#[test]
+fn a_line_cut_off_by_the_server_is_said_to_be_sent_in_part() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    // 20 MB of one line: the server's limit (64 KiB) cuts it long before
+    // the client has sent it all.
+    let mut input = vec![b'x'; 20 << 20];
+    input.push(b'\n');
+    let r = run_client(&[s.addr()], &input);
+    r.assert_code(1).assert_stderr_contains(
+        "a line was cut off in the middle (the server reported an error: line too long",
+    );
+    r.assert_stderr_contains("sent 0, acked 0, 1 line sent in part");
+    assert!(!r.stderr.contains("not acknowledged"), "{}", r.stderr);
 }
