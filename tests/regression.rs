@@ -412,7 +412,7 @@ fn the_servers_error_line_is_reported_as_such() {
     assert!(!r.stderr.contains("unexpected line"), "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "2 of 3 lines were not acknowledged (the server reported an error: line too long (max 10 bytes))"
+            "2 of 3 sent lines were not acknowledged (the server reported an error: line too long (max 10 bytes))"
         ),
         "{}",
         r.stderr
@@ -567,4 +567,221 @@ fn a_stalled_standard_error_never_stops_the_server() {
     );
     assert_eq!(st.code(), Some(0));
     drop(stalled);
+}
+
+/// sockclient exited 0 after a failed write to standard output: with
+/// `--echo` into `/dev/full` it said "cannot write standard output: no
+/// space left on device" and exited 0, and `| head -1` exited 0 with
+/// `--echo` but 141 without. The failure was only acted on while input
+/// was still being read. Now a write error other than EPIPE is exit 1
+/// with its message, and a closed output is 141, with or without
+/// `--echo`, whenever acks were left unprinted.
+#[test]
+fn a_failed_write_to_standard_output_is_never_exit_0() {
+    use std::process::{Command, Stdio};
+    let s = Server::start(&["127.0.0.1:0"]);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut cmd = Command::new(sockclient_bin());
+    cmd.args(["--echo", s.addr()]).stdout(Stdio::from(full));
+    // run_command pipes stdout; this one must go to /dev/full.
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n3\n").unwrap();
+    }
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let st = wait_child(&mut child, WAIT, &err);
+    err.wait_eof(WAIT);
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    assert_eq!(
+        err.text(),
+        "sockclient: cannot write standard output: no space left on device (sent 3, acked 3)"
+    );
+    // `| head -1` after the whole input was read: 141 in both modes.
+    let input: Vec<u8> = (0..100_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    for mode in [&["--echo"][..], &[][..]] {
+        let mut args = mode.to_vec();
+        args.push(s.addr());
+        let mut child = spawn_piped(sockclient_bin(), &args);
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.clone();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+        let err = Lines::collect(child.stderr.take().unwrap());
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+        assert!(first.ends_with("Information Received\n"), "{first:?}");
+        feeder.join().unwrap();
+        // Let the client read its input to the end, then close.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(out);
+        let st = wait_child(&mut child, WAIT, &err);
+        assert_eq!(st.code(), Some(141), "{mode:?}: {}", err.text());
+    }
+}
+
+/// `--window` did not bound the memory a long line took: the window
+/// counted as full only when it held a whole line, so a line without a
+/// newline was held whole (`head -c 600M /dev/zero | sockclient --window
+/// 1M` grew to 555 MB). A line longer than the window cannot be kept for
+/// resending: sockclient now stops with an error, and the part already
+/// sent ends in a reset, so that the server drops it.
+#[test]
+fn a_line_longer_than_the_window_does_not_grow_the_memory() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // Greets, then reads forever (never acks).
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.set_read_timeout(Some(WAIT));
+            let _ = s.write_all(b"connect\n");
+            let mut b = vec![0u8; 64 * 1024];
+            while let Ok(n) = s.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    let mut child = spawn_piped(
+        sockclient_bin(),
+        &["-q", "--window", "1M", "--ack-timeout", "2s", &addr],
+    );
+    let pid = child.id() as i32;
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let block = vec![b'x'; 1 << 20];
+        // 200 MB of one line, or until the client stops reading.
+        for _ in 0..200 {
+            if stdin.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let mut peak = 0;
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{}", err.text());
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(k) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(k);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = wait_child(&mut child, WAIT, &err);
+    feeder.join().unwrap();
+    assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    let m = err.wait_for("--window");
+    assert!(
+        m.contains(
+            "a line longer than --window (1048576 bytes) cannot be kept for resending: \
+             give a larger --window"
+        ),
+        "{m}"
+    );
+}
+
+/// A non-blocking standard input (a parent's pipe with O_NONBLOCK)
+/// failed at once: "cannot read standard input: resource temporarily
+/// unavailable", exit 1. EAGAIN now means wait for it to be readable.
+/// And with `-v` the summary came before the error; it comes last.
+#[test]
+fn a_non_blocking_standard_input_waits_for_its_writer() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let s = Server::start(&["127.0.0.1:0"]);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&reader),
+        FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut child = Command::new(sockclient_bin())
+        .arg(s.addr())
+        .stdin(Stdio::from(reader))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::collect(child.stdout.take().unwrap());
+    let err = Lines::collect(child.stderr.take().unwrap());
+    writer.write_all(b"one\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = writer.write_all(b"two\n");
+    drop(writer);
+    let st = wait_child(&mut child, WAIT, &err);
+    out.wait_eof(WAIT);
+    err.wait_eof(WAIT);
+    assert_eq!(st.code(), Some(0), "{}", err.text());
+    assert_eq!(out.all(), vec![ACK.trim_end(); 2]);
+    assert_eq!(err.text(), "");
+    // -v: the summary is the last line, after the error.
+    let dir = std::fs::File::open("/").unwrap();
+    let mut child = Command::new(sockclient_bin())
+        .args(["-v", s.addr()])
+        .stdin(Stdio::from(dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::collect(child.stderr.take().unwrap());
+    let st = wait_child(&mut child, WAIT, &err);
+    err.wait_eof(WAIT);
+    assert_eq!(st.code(), Some(1), "{}", err.text());
+    let lines = err.all();
+    let n = lines.len();
+    assert!(n >= 2, "{lines:?}");
+    assert!(
+        lines[n - 2].contains("cannot read standard input: is a directory"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[n - 1].starts_with("sockclient: sent 0, acked 0, "),
+        "{lines:?}"
+    );
+}
+
+/// The counts misled: "749838 of 761929 lines were not acknowledged …
+/// sent 605696, acked 12091" counted lines read but never sent as not
+/// acknowledged, and a line the server cut off ("line too long") was
+/// reported as "sent 0, acked 0" though part of it went out. The report
+/// now says how many sent lines were not acked, how many read were never
+/// sent, and that a line was sent in part.
+#[test]
+fn a_line_cut_off_by_the_server_is_said_to_be_sent_in_part() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    // 20 MB of one line: the server's limit (64 KiB) cuts it long before
+    // the client has sent it all.
+    let mut input = vec![b'x'; 20 << 20];
+    input.push(b'\n');
+    let r = run_client(&[s.addr()], &input);
+    r.assert_code(1).assert_stderr_contains(
+        "a line was cut off in the middle (the server reported an error: line too long",
+    );
+    r.assert_stderr_contains("sent 0, acked 0, 1 line sent in part");
+    assert!(!r.stderr.contains("not acknowledged"), "{}", r.stderr);
 }

@@ -250,7 +250,7 @@ fn failing_output_stops_all_acks_and_exits_1() {
         .assert_code(1)
         // Empty: it acked no line that was never written.
         .assert_stdout("")
-        .assert_stderr_contains("2 of 2 lines were not acknowledged");
+        .assert_stderr_contains("2 of 2 sent lines were not acknowledged");
     s.assert_exit(1);
     s.stderr
         .assert_contains("cannot write output /dev/full: no space left on device");

@@ -47,12 +47,25 @@ pub enum End {
     Violation,
 }
 
+/// What became of standard output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Every write so far succeeded.
+    #[default]
+    Open,
+    /// Its reader closed it (EPIPE): what a program that SIGPIPE ended
+    /// would have seen.
+    Closed,
+    /// A write failed otherwise (ENOSPC, EIO...): the message.
+    Failed(String),
+}
+
 /// What standard output sees of the acks.
 pub struct Printer {
     out: io::BufWriter<io::Stdout>,
     mode: Mode,
-    /// Standard output was closed by its reader (or failed).
-    pub closed: bool,
+    /// Whether standard output still takes what is written.
+    pub state: Output,
 }
 
 impl Printer {
@@ -60,12 +73,12 @@ impl Printer {
         Printer {
             out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
             mode,
-            closed: false,
+            state: Output::Open,
         }
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        if self.closed || self.mode == Mode::Quiet || bytes.is_empty() {
+        if self.closed() || self.mode == Mode::Quiet || bytes.is_empty() {
             return;
         }
         let r = self.out.write_all(bytes);
@@ -73,18 +86,25 @@ impl Printer {
     }
 
     pub fn flush(&mut self) {
-        if !self.closed {
+        if !self.closed() {
             let r = self.out.flush();
             self.check(r);
         }
     }
 
+    /// Standard output takes no more: closed, or failed.
+    pub fn closed(&self) -> bool {
+        self.state != Output::Open
+    }
+
+    /// A failed write is remembered for the verdict, which reports it.
     fn check(&mut self, r: io::Result<()>) {
         if let Err(e) = r {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                crate::error!("cannot write standard output: {}", describe(&e));
-            }
-            self.closed = true;
+            self.state = if e.kind() == io::ErrorKind::BrokenPipe {
+                Output::Closed
+            } else {
+                Output::Failed(format!("cannot write standard output: {}", describe(&e)))
+            };
         }
     }
 }
@@ -133,7 +153,7 @@ impl Tally {
 
     /// Counts `n` acks (whose bytes are `run`) and prints them.
     fn acks(&mut self, n: u64, run: &[u8], pipe: &Pipe, printer: &mut Printer) -> bool {
-        let echo = printer.mode == Mode::Echo && !printer.closed;
+        let echo = printer.mode == Mode::Echo && !printer.closed();
         self.echo.clear();
         let extra = {
             let mut st = pipe.lock();
@@ -232,7 +252,7 @@ pub fn session(
         if input != Input::Reading && held == 0 {
             return Session::Done;
         }
-        if printer.closed && input == Input::Reading {
+        if printer.closed() && input == Input::Reading {
             pipe.stop(Input::OutputClosed);
             stop_deadline.get_or_insert(Instant::now() + STOP_GRACE);
         }

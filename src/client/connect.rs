@@ -50,6 +50,24 @@ impl Sock {
         }
     }
 
+    /// Makes the close a reset (TCP, TLS), so that the server drops the
+    /// partial line it holds rather than take it, at the end of the
+    /// stream, for a whole one. A Unix socket has no reset: its close is
+    /// an end of stream.
+    pub fn abort(&self) -> io::Result<()> {
+        let tcp = match self {
+            Sock::Tcp(s) => s,
+            Sock::Unix(_) => return Ok(()),
+            Sock::Tls(s) => s.tcp(),
+        };
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        nix::sys::socket::setsockopt(tcp, nix::sys::socket::sockopt::Linger, &linger)
+            .map_err(io::Error::from)
+    }
+
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Sock::Tcp(s) => s.set_read_timeout(t),

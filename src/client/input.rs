@@ -86,6 +86,9 @@ pub struct Window {
     /// Complete lines from `head` to `sent`: written on this connection,
     /// ack owed.
     in_flight: u64,
+    /// Start of the last line read, complete or not (just past the last
+    /// newline read).
+    line_start: u64,
     /// Buffers of acked chunks, to read into again.
     spare: Vec<Vec<u8>>,
 }
@@ -123,6 +126,9 @@ impl Window {
             return 0;
         }
         let lines = memchr_iter(b'\n', &data).count() as u64;
+        if let Some(nl) = memchr::memrchr(b'\n', &data) {
+            self.line_start = self.end + nl as u64 + 1;
+        }
         self.end += data.len() as u64;
         self.lines += lines;
         self.chunks.push_back(Chunk {
@@ -173,6 +179,12 @@ impl Window {
         None
     }
 
+    /// Whether a line was given to a connection only in part (the last
+    /// bytes any connection had are not a newline) and is not acked.
+    pub fn sent_in_part(&self) -> bool {
+        self.high > self.head && self.byte_at(self.high - 1) != b'\n'
+    }
+
     /// Ends a last line that has no newline with one; returns 1 if it did.
     pub fn end_partial(&mut self) -> u64 {
         if self.end > self.head && self.byte_at(self.end - 1) != b'\n' {
@@ -191,6 +203,26 @@ impl Window {
         if keep > self.head && self.byte_at(keep - 1) != b'\n' {
             keep = self.line_end(keep).unwrap_or(self.end);
         }
+        self.truncate(keep);
+        self.end_partial();
+        self.lines
+    }
+
+    /// Bytes of a line not yet ended: the line read so far.
+    pub fn partial(&self) -> usize {
+        (self.end - self.line_start.max(self.head)) as usize
+    }
+
+    /// Drops what no connection had of the line not yet ended (the rest
+    /// of it is never sent): no newline is added, so the server is not
+    /// handed a cut line as a whole one.
+    pub fn drop_partial(&mut self) {
+        let keep = self.high.max(self.sent).max(self.line_start);
+        self.truncate(keep);
+    }
+
+    /// Drops everything from offset `keep` on.
+    fn truncate(&mut self, keep: u64) {
         if keep < self.end {
             let (i, off) = self.locate(keep);
             let mut dropped: u64 = self.chunks.iter().skip(i + 1).map(|c| c.lines).sum();
@@ -207,8 +239,6 @@ impl Window {
             self.lines -= dropped;
             self.end = keep;
         }
-        self.end_partial();
-        self.lines
     }
 
     /// The next bytes for the current connection (at most `max`), counted
@@ -250,6 +280,12 @@ impl Window {
     /// free some of it), or the writer is far enough behind.
     fn full(&self, limit: usize) -> bool {
         (self.bytes() >= limit && self.lines > 0) || self.end - self.sent >= READ_AHEAD as u64
+    }
+
+    /// The line being read is longer than the window: it cannot be kept
+    /// whole for resending, and holding it would not bound the memory.
+    pub fn overlong(&self, limit: usize) -> bool {
+        self.partial() > limit
     }
 
     /// Whether a waiting reader is worth waking: there is room again, and
@@ -391,6 +427,10 @@ pub struct State {
     pub generation: u64,
     /// The writer shut the current connection's write side.
     pub half_closed: bool,
+    /// The input ends in a line cut off on the wire: connections end in
+    /// a reset, not a half-close (which would hand the server the cut
+    /// line as a whole one).
+    pub abort: bool,
     /// Writing to the current connection failed (why).
     pub write_error: Option<String>,
     /// The reader waits for room in the window: wake it when some is
@@ -411,6 +451,7 @@ impl Pipe {
                 conn: None,
                 generation: 0,
                 half_closed: false,
+                abort: false,
                 write_error: None,
                 reader_waiting: false,
                 writer_waiting: false,
@@ -503,13 +544,31 @@ pub fn read_stdin(pipe: Arc<Pipe>) {
                 buf.truncate(n);
                 let lines = st.window.push(buf);
                 st.counts.read += lines;
-                if st.writer_waiting {
-                    drop(st);
-                    pipe.changed.notify_all();
+                if st.window.overlong(st.limit) {
+                    st.window.drop_partial();
+                    st.abort = st.window.sent_in_part();
+                    st.input = Input::Failed(format!(
+                        "a line longer than --window ({} bytes) cannot be kept for resending: \
+                         give a larger --window",
+                        st.limit
+                    ));
+                } else {
+                    if st.writer_waiting {
+                        drop(st);
+                        pipe.changed.notify_all();
+                    }
+                    continue;
                 }
-                continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // A non-blocking standard input (the parent's pipe):
+                // wait until it has something, then read again; look up
+                // now and then, as a stop may have come.
+                drop(st);
+                wait_readable(&stdin);
+                continue;
+            }
             Err(e) => {
                 let n = st.window.end_partial();
                 st.counts.read += n;
@@ -525,12 +584,20 @@ pub fn read_stdin(pipe: Arc<Pipe>) {
     }
 }
 
+/// Waits until `fd` can be read (or ends, or fails: the read says
+/// which), at most a tick.
+fn wait_readable(fd: &impl std::os::fd::AsFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(100u8));
+}
+
 /// The writer: what the current connection has not had, from the window
 /// to the socket; at the end of the input, the half-close. Runs until the
 /// process ends.
 pub fn write_socket(pipe: Arc<Pipe>) {
     loop {
-        let (sock, generation, piece) = {
+        let (sock, generation, piece, abort) = {
             let mut st = pipe.lock();
             loop {
                 if let (Some(sock), None) = (st.conn.clone(), &st.write_error) {
@@ -539,11 +606,11 @@ pub fn write_socket(pipe: Arc<Pipe>) {
                         if st.reader_waiting && st.window.roomy(st.limit) {
                             pipe.changed.notify_all();
                         }
-                        break (sock, st.generation, Some(piece));
+                        break (sock, st.generation, Some(piece), false);
                     }
                     if st.input != Input::Reading && !st.half_closed {
                         st.half_closed = true;
-                        break (sock, st.generation, None);
+                        break (sock, st.generation, None, st.abort);
                     }
                 }
                 st.writer_waiting = true;
@@ -553,6 +620,10 @@ pub fn write_socket(pipe: Arc<Pipe>) {
         };
         let result = match &piece {
             Some(p) => sock.write_all(&p.data[p.range.clone()]),
+            // The process's exit closes the socket: with the reset set,
+            // the server drops the cut line. Until then its acks for the
+            // whole lines before it still come.
+            None if abort => sock.abort(),
             None => sock.shutdown(std::net::Shutdown::Write),
         };
         if let Err(e) = result {
@@ -645,6 +716,28 @@ mod tests {
         assert_eq!(w.drop_unsent(), 2);
         assert_eq!(w.bytes(), 5);
         assert_eq!(take_all(&mut w, 100).0, b"y\n");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_window_is_dropped_past_what_was_sent() {
+        let mut w = Window::default();
+        w.push_bytes(b"a\nbbbb");
+        assert_eq!(w.partial(), 4);
+        assert!(w.overlong(3) && !w.overlong(4));
+        take_all(&mut w, 4); // "a\nbb" on the wire
+        w.push_bytes(b"bbbb");
+        w.drop_partial();
+        // The part on the wire stays (it is in flight), the rest goes,
+        // and no newline ends it.
+        assert_eq!(w.bytes(), 4);
+        assert!(w.sent_in_part());
+        assert_eq!(take_all(&mut w, 100).0, b"");
+        // Nothing of it sent: none of it is kept.
+        let mut w = Window::default();
+        w.push_bytes(b"a\nbbbb");
+        w.drop_partial();
+        assert_eq!(w.bytes(), 2);
+        assert!(!w.sent_in_part());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::endpoint::Endpoint;
 use crate::exit::{self, Failure};
 use crate::protocol::Texts;
 
-pub use acks::End;
+pub use acks::{End, Output};
 pub use input::Input;
 
 /// How long to wait for owed acks after SIGINT, SIGTERM or a closed
@@ -176,12 +176,18 @@ pub struct Counts {
     pub reconnects: u64,
     /// Acks beyond the lines sent on their connection.
     pub extra: u64,
+    /// A line begun on the wire and never ended there (1 or 0): not in
+    /// `sent`.
+    pub in_part: u64,
 }
 
 impl Counts {
     /// `sent 10, acked 10`, and `, resent 3 after 1 reconnect` if any.
     pub fn summary(&self) -> String {
         let mut s = format!("sent {}, acked {}", self.sent, self.acked);
+        if self.in_part > 0 {
+            s.push_str(", 1 line sent in part");
+        }
         if self.reconnects > 0 {
             s.push_str(&format!(
                 ", resent {} after {} reconnect{}",
@@ -203,6 +209,8 @@ pub struct Outcome {
     pub end: Option<End>,
     /// No connection was ever greeted: the last attempt's failure.
     pub never_connected: Option<Failure>,
+    /// What became of standard output.
+    pub output: Output,
 }
 
 /// The exit status, and the line for standard error if there is one.
@@ -225,7 +233,14 @@ fn signal_name(sig: i32) -> String {
 /// silences the report of a stop.
 pub fn verdict(o: &Outcome, quiet: bool) -> Verdict {
     let c = &o.counts;
-    let lost = c.read.saturating_sub(c.acked);
+    let unacked = c.sent.saturating_sub(c.acked);
+    // Lines read that no connection had any of: the lines the writer
+    // sends are in order, so a line sent in part is counted in `read`
+    // only if lines after it were read, and is not "never sent".
+    let unsent = c
+        .read
+        .saturating_sub(c.sent.max(c.acked))
+        .saturating_sub(c.in_part);
     let why = o.end.as_ref().map(|e| match e {
         End::Cut(w) => w.clone(),
         End::ServerError(t) => format!("the server reported an error: {t}"),
@@ -250,13 +265,20 @@ pub fn verdict(o: &Outcome, quiet: bool) -> Verdict {
             };
         }
     }
+    let output_failed = match &o.output {
+        Output::Failed(m) => Some(m.clone()),
+        Output::Open | Output::Closed => None,
+    };
     let stop = match &o.input {
         Input::Signalled(s) => Some(format!("stopped by {}", signal_name(*s))),
+        // The output's failure is named below.
+        Input::OutputClosed if output_failed.is_some() => None,
         Input::OutputClosed => Some("standard output closed".to_string()),
         Input::Failed(e) => Some(e.clone()),
         Input::Reading | Input::Ended => None,
     };
     let reason = [
+        output_failed.clone(),
         stop.clone(),
         why.clone(),
         o.never_connected.as_ref().map(|f| f.message.clone()),
@@ -265,14 +287,31 @@ pub fn verdict(o: &Outcome, quiet: bool) -> Verdict {
     .flatten()
     .collect::<Vec<_>>()
     .join("; ");
-    if lost > 0 {
-        return fail(format!(
-            "{lost} of {} lines were not acknowledged ({reason}): {}",
-            c.read,
-            c.summary()
-        ));
+    if unacked > 0 || unsent > 0 || c.in_part > 0 {
+        let mut what = Vec::new();
+        if unacked > 0 {
+            what.push(format!(
+                "{unacked} of {} sent lines were not acknowledged",
+                c.sent
+            ));
+        }
+        if c.in_part > 0 {
+            what.push("a line was cut off in the middle".to_string());
+        }
+        if unsent > 0 {
+            what.push(format!("{unsent} lines read were never sent"));
+        }
+        let because = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        return fail(format!("{}{because}: {}", what.join(", "), c.summary()));
     }
     if let Some(End::ServerError(_)) = &o.end {
+        return fail(format!("{reason} ({})", c.summary()));
+    }
+    if output_failed.is_some() {
         return fail(format!("{reason} ({})", c.summary()));
     }
     match &o.input {
@@ -280,15 +319,21 @@ pub fn verdict(o: &Outcome, quiet: bool) -> Verdict {
             code: exit::by_signal(*s),
             message: (!quiet).then(|| format!("{reason}: {}", c.summary())),
         },
-        Input::OutputClosed => Verdict {
-            code: exit::CLOSED_OUTPUT,
-            message: None,
-        },
         Input::Failed(_) => fail(format!("{reason} ({})", c.summary())),
         Input::Reading => fail(format!(
             "the input was not sent to its end ({reason}); lines sent and acknowledged: {}",
             c.acked
         )),
+        // Acks were left unprinted (or input unread): as a program that
+        // SIGPIPE ended, with or without --echo.
+        Input::OutputClosed => Verdict {
+            code: exit::CLOSED_OUTPUT,
+            message: None,
+        },
+        Input::Ended if o.output == Output::Closed => Verdict {
+            code: exit::CLOSED_OUTPUT,
+            message: None,
+        },
         Input::Ended => Verdict {
             code: exit::OK,
             message: None,
@@ -459,21 +504,26 @@ pub fn run(cfg: Config, signals: Arc<Signals>) -> u8 {
         let st = pipe.lock();
         Outcome {
             input: st.input.clone(),
-            counts: st.counts.clone(),
+            counts: Counts {
+                in_part: u64::from(st.window.sent_in_part()),
+                ..st.counts.clone()
+            },
             end,
             never_connected,
+            output: printer.state.clone(),
         }
     };
+    let v = verdict(&outcome, cfg.mode == Mode::Quiet);
+    if let Some(m) = &v.message {
+        crate::error!("{m}");
+    }
+    // The summary comes last, after any error.
     if cfg.verbose && threads {
         crate::info!(
             "{}, {:.2} s",
             outcome.counts.summary(),
             started.elapsed().as_secs_f64()
         );
-    }
-    let v = verdict(&outcome, cfg.mode == Mode::Quiet);
-    if let Some(m) = &v.message {
-        crate::error!("{m}");
     }
     v.code
 }
@@ -493,6 +543,7 @@ mod tests {
             },
             end: None,
             never_connected: None,
+            output: Output::Open,
         }
     }
 
@@ -528,8 +579,58 @@ mod tests {
         assert_eq!(v.code, 1);
         assert_eq!(
             v.message.unwrap(),
-            "7 of 10 lines were not acknowledged (the server closed the connection): \
+            "7 of 10 sent lines were not acknowledged (the server closed the connection): \
              sent 10, acked 3, resent 4 after 2 reconnects"
+        );
+    }
+
+    #[test]
+    fn lines_never_sent_are_counted_apart_from_those_not_acked() {
+        let mut o = outcome(Input::Ended, 761_929, 12_091);
+        o.counts.sent = 605_696;
+        o.end = Some(End::Cut("the server closed the connection".into()));
+        let v = verdict(&o, false);
+        assert_eq!(v.code, 1);
+        assert_eq!(
+            v.message.unwrap(),
+            "593605 of 605696 sent lines were not acknowledged, 156233 lines read were \
+             never sent (the server closed the connection): sent 605696, acked 12091"
+        );
+        // All sent were acked, some never sent.
+        let mut o = outcome(Input::Ended, 5, 3);
+        o.counts.sent = 3;
+        let v = verdict(&o, false);
+        assert_eq!(
+            v.message.unwrap(),
+            "2 lines read were never sent: sent 3, acked 3"
+        );
+    }
+
+    #[test]
+    fn a_line_sent_in_part_is_said_and_not_counted_as_never_sent() {
+        // The server's "line too long" cut the only line: it was not
+        // "sent 0" without a word.
+        let mut o = outcome(Input::Reading, 0, 0);
+        o.counts.in_part = 1;
+        o.end = Some(End::ServerError("line too long (max 10 bytes)".into()));
+        let v = verdict(&o, false);
+        assert_eq!(v.code, 1);
+        assert_eq!(
+            v.message.unwrap(),
+            "a line was cut off in the middle (the server reported an error: line too long \
+             (max 10 bytes)): sent 0, acked 0, 1 line sent in part"
+        );
+        // Ended (so counted as read) and sent in part: not "never sent".
+        let mut o = outcome(Input::Ended, 3, 2);
+        o.counts.sent = 2;
+        o.counts.in_part = 1;
+        let v = verdict(&o, false);
+        assert!(
+            v.message
+                .as_deref()
+                .unwrap()
+                .starts_with("a line was cut off in the middle: sent 2, acked 2"),
+            "{v:?}"
         );
     }
 
@@ -551,7 +652,7 @@ mod tests {
         assert!(v
             .message
             .unwrap()
-            .starts_with("1 of 20 lines were not acknowledged (stopped by SIGINT)"));
+            .starts_with("1 of 20 sent lines were not acknowledged (stopped by SIGINT)"));
     }
 
     #[test]
@@ -566,6 +667,45 @@ mod tests {
         );
         let v = verdict(&outcome(Input::OutputClosed, 9, 8), false);
         assert_eq!(v.code, 1);
+        // Closed after the input ended (acks left unprinted): 141 too,
+        // not 0.
+        let mut o = outcome(Input::Ended, 9, 9);
+        o.output = Output::Closed;
+        let v = verdict(&o, false);
+        assert_eq!(
+            v,
+            Verdict {
+                code: 141,
+                message: None
+            }
+        );
+        let mut o = outcome(Input::Ended, 9, 8);
+        o.output = Output::Closed;
+        assert_eq!(verdict(&o, false).code, 1);
+    }
+
+    #[test]
+    fn a_failed_write_to_standard_output_is_exit_1_with_why() {
+        let failed = Output::Failed("cannot write standard output: no space left on device".into());
+        for input in [Input::Ended, Input::OutputClosed] {
+            let mut o = outcome(input, 3, 3);
+            o.output = failed.clone();
+            let v = verdict(&o, false);
+            assert_eq!(v.code, 1);
+            assert_eq!(
+                v.message.unwrap(),
+                "cannot write standard output: no space left on device (sent 3, acked 3)"
+            );
+        }
+        let mut o = outcome(Input::OutputClosed, 3, 2);
+        o.output = failed;
+        let v = verdict(&o, true);
+        assert_eq!(v.code, 1);
+        assert_eq!(
+            v.message.unwrap(),
+            "1 of 3 sent lines were not acknowledged (cannot write standard output: \
+             no space left on device): sent 3, acked 2"
+        );
     }
 
     #[test]
@@ -588,7 +728,7 @@ mod tests {
         let v = verdict(&o, false);
         assert_eq!(v.code, 1);
         assert!(v.message.unwrap().starts_with(
-            "2 of 3 lines were not acknowledged (the server reported an error: line too long"
+            "2 of 3 sent lines were not acknowledged (the server reported an error: line too long"
         ));
     }
 

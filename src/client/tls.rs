@@ -203,6 +203,11 @@ impl TlsSock {
     /// `Write`: our `close_notify`, then the TCP half-close; the acks
     /// owed are still read. `Both`: the socket is shut at once (no lock
     /// taken, so a blocked write returns).
+    /// The TCP connection under the TLS.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         if how == Shutdown::Write {
             let _order = self.send.lock().unwrap_or_else(|e| e.into_inner());

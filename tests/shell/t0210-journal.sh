@@ -220,7 +220,7 @@ test_expect_success 'journald gone: no ack for a line it did not take; the servi
 	test "$(SC is-active systemd-journald.service)" = inactive &&
 	printf "into the void\n" | bounded sockclient --ack-timeout 10s 127.0.0.1:24008 >acks 2>err;
 	test ! -s acks &&
-	grep -q "1 of 1 lines were not acknowledged" err &&
+	grep -q "1 of 1 sent lines were not acknowledged" err &&
 	for i in $(seq 100); do
 		test "$(SC show -p ExecMainStatus --value sockserve.service)" = 1 && break
 		sleep 0.1
