@@ -34,6 +34,27 @@ impl TextArgs {
             refusal: self.refusal.clone(),
         }
     }
+
+    /// The server's texts must be told apart by its clients: a greeting
+    /// that contains the refusal text refuses every client, and an ack
+    /// that begins like the error line is taken for one.
+    pub fn check(&self) -> Result<(), String> {
+        let t = self.texts();
+        if t.is_refusal(t.greeting.as_bytes()) {
+            return Err(format!(
+                "--greeting '{}' contains the refusal text '{}', so every client would take it for a refusal; give another --greeting or --refusal",
+                t.greeting, t.refusal
+            ));
+        }
+        if protocol::server_error(t.ack.as_bytes()).is_some() {
+            return Err(format!(
+                "--ack '{}' begins like the server's error line ('{}'), so clients would take every ack for an error; give another --ack",
+                t.ack,
+                protocol::ERROR_PREFIX
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The longest duration either tool takes: about 31 years, far beyond
@@ -100,7 +121,9 @@ fn positive(s: &str) -> Result<usize, String> {
 /// `--max-line`: above 0 and at most [`protocol::MAX_MAX_LINE`], so that
 /// every size computed from it fits.
 fn max_line(s: &str) -> Result<usize, String> {
-    let n = positive(s)?;
+    let n = byte_size(s).map_err(|_| {
+        format!("'{s}' is not a whole number above 0 (a size in bytes, such as 65536 or 64K)")
+    })?;
     if n > protocol::MAX_MAX_LINE {
         return Err(format!(
             "'{s}' is more than sockserve can hold in one line; the largest accepted is {} (1 GiB)",

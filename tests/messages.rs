@@ -584,3 +584,48 @@ fn sockclient_address_errors_say_what_failed() {
         assert!(line.contains(why) && !line.contains('\n'), "{line}");
     }
 }
+
+/// Texts a client cannot tell apart are usage errors: a greeting that
+/// contains the refusal text would refuse every client, an ack that
+/// begins like the error line would be taken for one. (Found by a
+/// hostile review: both started, and every client failed.)
+#[test]
+fn texts_clients_cannot_tell_apart_are_usage_errors() {
+    for (args, want) in [
+        (
+            &["--greeting", "not connect now"][..],
+            "--greeting 'not connect now' contains the refusal text 'not connect'",
+        ),
+        (
+            &["--greeting", "hello", "--refusal", "hell"][..],
+            "contains the refusal text 'hell'",
+        ),
+        (
+            &["--ack", "error: x"][..],
+            "--ack 'error: x' begins like the server's error line",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.push("127.0.0.1:0");
+        run_bin(sockserve_bin(), &all, b"")
+            .assert_code(2)
+            .assert_stderr_contains(want);
+    }
+}
+
+/// `--max-line` takes a size as `--window` does: `64K`, `1M`.
+#[test]
+fn max_line_takes_a_size_with_a_suffix() {
+    let mut s = Server::start(&["--max-line", "4K", "127.0.0.1:0"]);
+    let mut p = s.connect().greeted();
+    p.send(&[b'x'; 4096]).unwrap();
+    p.send(b"\n").unwrap();
+    assert_eq!(p.line().as_deref(), Some(ACK));
+    p.send(&[b'y'; 4097]).unwrap();
+    p.send(b"\n").unwrap();
+    assert_eq!(
+        p.line().as_deref(),
+        Some("error: line too long (max 4096 bytes)\n")
+    );
+    s.stop_success();
+}

@@ -184,6 +184,7 @@ impl Config {
 /// (before any thread starts), opens the output (waiting for a FIFO's
 /// reader), binds, builds the config, and serves until stopped.
 pub fn start(args: ServeArgs) -> Result<(), Failure> {
+    args.texts.check().map_err(Failure::usage)?;
     let want = Wanted {
         addresses: &args.addresses,
         fd_names: &args.fd_names,
