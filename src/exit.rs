@@ -75,10 +75,19 @@ pub fn report(result: Result<(), Failure>) -> std::process::ExitCode {
 }
 
 /// Prints clap's own message (usage error, `--help`, `--version`) in
-/// clap's format; exit 2 for an error, 0 for help and version.
+/// clap's format; exit 2 for an error, 0 for help and version (1 when
+/// they could not be written).
 pub fn clap_error(e: &clap::Error) -> std::process::ExitCode {
-    let _ = e.print();
-    std::process::ExitCode::from(if e.use_stderr() { USAGE } else { OK })
+    let printed = e.print();
+    std::process::ExitCode::from(if e.use_stderr() {
+        USAGE
+    } else if printed.is_err() {
+        // --help or --version that could not be written (a full disk, a
+        // closed pipe) did not do what was asked.
+        FAILURE
+    } else {
+        OK
+    })
 }
 
 #[cfg(test)]

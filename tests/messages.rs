@@ -629,3 +629,20 @@ fn max_line_takes_a_size_with_a_suffix() {
     );
     s.stop_success();
 }
+
+/// `--help` and `--version` that cannot be written (standard output on a
+/// full disk) exited 0 although nothing was printed; they exit 1.
+#[test]
+fn help_and_version_that_cannot_be_written_are_not_exit_0() {
+    for bin in [sockserve_bin(), sockclient_bin()] {
+        for flag in ["--help", "--version"] {
+            let st = std::process::Command::new(bin)
+                .arg(flag)
+                .stdout(std::fs::File::create("/dev/full").unwrap())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(st.code(), Some(1), "{bin} {flag}");
+        }
+    }
+}
