@@ -646,3 +646,25 @@ fn help_and_version_that_cannot_be_written_are_not_exit_0() {
         }
     }
 }
+
+/// `sockserve >&-`: the Rust runtime opens `/dev/null` on a closed
+/// standard output before `main`, and every line was acked into it. A
+/// closed standard output is now an error at start (found by a hostile
+/// review).
+#[test]
+fn a_closed_standard_output_is_an_error_not_dev_null() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(sockserve_bin());
+    cmd.arg("127.0.0.1:0");
+    // SAFETY: only an async-signal-safe close between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::close(1);
+            Ok(())
+        });
+    }
+    let r = run_command(cmd, b"");
+    r.assert_code(1).assert_stderr_contains(
+        "sockserve: standard output is closed, so no line could be written",
+    );
+}

@@ -33,7 +33,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::{oneshot, watch};
@@ -87,6 +87,13 @@ enum Msg {
     },
     Reopen,
 }
+
+/// Standard output was closed when the process started (`sockserve
+/// >&-`). The Rust runtime then opens `/dev/null` in its place before
+/// `main`, and lines "written" there would be acked; so the binary looks
+/// first (from a constructor that runs before the runtime's) and says so
+/// here.
+pub static STDOUT_CLOSED_AT_START: AtomicBool = AtomicBool::new(false);
 
 /// What the lines are written to.
 enum Out {
@@ -421,6 +428,11 @@ pub fn open_waiting(output: &Output) -> Result<Option<Opened>, String> {
 
 fn open_at_start(output: &Output) -> Result<Opened, StartError> {
     let fd = match output {
+        Output::Stdout if STDOUT_CLOSED_AT_START.load(Ordering::Relaxed) => {
+            return Err(StartError::Failed(
+                "standard output is closed, so no line could be written; give --output FILE, or start sockserve with standard output open".to_string(),
+            ))
+        }
         Output::Stdout => io::stdout().as_fd().try_clone_to_owned(),
         Output::Stderr => io::stderr().as_fd().try_clone_to_owned(),
         Output::Journal => {
