@@ -88,11 +88,11 @@ enum Msg {
     Reopen,
 }
 
-/// Standard output was closed when the process started (`sockserve
-/// >&-`). The Rust runtime then opens `/dev/null` in its place before
-/// `main`, and lines "written" there would be acked; so the binary looks
-/// first (from a constructor that runs before the runtime's) and says so
-/// here.
+/// Standard output was closed when the process started (as with a
+/// shell's `>&-`). The Rust runtime then opens `/dev/null` in its place
+/// before `main`, and lines "written" there would be acked; so the binary
+/// looks first, from a constructor that runs before the runtime's, and
+/// says so here.
 pub static STDOUT_CLOSED_AT_START: AtomicBool = AtomicBool::new(false);
 
 /// What the lines are written to.
