@@ -65,12 +65,51 @@ pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
     }
 }
 
+/// Reads into the spare capacity of `buf` through `try_io`, so that a read
+/// that did not fill the buffer also clears the stream's readiness, as
+/// tokio's own `poll_read` does: the socket's queue was drained (epoll is
+/// edge-triggered, and tokio keeps anything that arrived meanwhile ready),
+/// so the next wait parks until more comes instead of waking at once for
+/// a `recvfrom` that fails with EAGAIN.
+fn read_clearing(
+    fd: std::os::fd::RawFd,
+    buf: &mut Vec<u8>,
+    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<usize>) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut short = None;
+    let r = try_io(&mut || {
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len();
+        // SAFETY: recv writes at most `len` bytes into the spare capacity,
+        // which is valid for writes of that length; only the bytes it
+        // reports written are then counted as initialised.
+        let n = unsafe { nix::libc::recv(fd, spare.as_mut_ptr().cast(), len, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        if n > 0 && n < len {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, short) {
+        (_, Some(n)) => Ok(n),
+        (r, None) => r,
+    }
+}
+
 impl Conn for TcpStream {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
     }
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
+        read_clearing(self.as_raw_fd(), buf, |f| {
+            self.try_io(tokio::io::Interest::READABLE, f)
+        })
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         TcpStream::try_write(self, buf)
@@ -82,7 +121,9 @@ impl Conn for UnixStream {
         UnixStream::readable(self)
     }
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        UnixStream::try_read_buf(self, buf)
+        read_clearing(self.as_raw_fd(), buf, |f| {
+            self.try_io(tokio::io::Interest::READABLE, f)
+        })
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         UnixStream::try_write(self, buf)
@@ -344,8 +385,17 @@ impl<S: Conn> State<S> {
                     }
                     false
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing to read after all: the buffer reserved for it
+                // goes back, or an idle connection would keep it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    framer.shrink_if_empty();
+                    continue;
+                }
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
