@@ -558,6 +558,16 @@ impl<S: Conn> State<S> {
                 ) => {}
             Err(e) => return Err(End::Error(e)),
         }
+        // The wait, boxed: its state (a timer, the write, the shutdown
+        // watch) would otherwise take room in every connection's task for
+        // its whole life, idle or not.
+        Box::pin(self.write_waiting(bytes)).await
+    }
+
+    /// Writes what the socket did not take at once: waits for it to take
+    /// more, giving up when the client does not read for the idle timeout,
+    /// or when the server aborts.
+    async fn write_waiting(&mut self, bytes: &[u8]) -> Result<(), End> {
         let deadline = (self.shared.cfg.idle_timeout).and_then(|t| Instant::now().checked_add(t));
         let mut shutdown = self.shutdown.clone();
         let write = async {
