@@ -10,10 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::timeout_at;
 
 use super::format::{self, Records};
+use super::sink::Commit;
 use super::{Phase, Shared};
 use crate::diag::{describe, Level};
 use crate::peer::Peer;
@@ -36,6 +37,12 @@ const FIRST_READ: usize = 4 * 1024;
 /// built: the bytes read plus one batch stay within `READ_CHUNK`.
 const PREFIXED_READ: usize = READ_CHUNK / 2;
 const PREFIXED_BATCH: usize = READ_CHUNK / 2;
+
+/// With `--fsync`, a connection keeps reading while its batches wait for
+/// their sync, and acks them, in order, as the syncs complete; but it
+/// stops reading while batches of this many bytes (or more) wait. The
+/// man page states it.
+pub const FSYNC_PENDING: usize = 1 << 20;
 
 /// During a drain, a connection that has sent nothing for this long is
 /// "quiet" and is closed.
@@ -200,6 +207,12 @@ struct State<S> {
     /// Bytes of a partial line the connection ended in (a reset, an idle
     /// timeout, a drain), which were not written: the line may be cut.
     partial_dropped: usize,
+    /// With `--fsync`: batches handed to the sink whose sync has not
+    /// answered yet, oldest first, each with its count of lines and
+    /// bytes; acked in this order as the answers come.
+    syncing: std::collections::VecDeque<(oneshot::Receiver<bool>, u64, usize)>,
+    /// The bytes of `syncing`: reading stops at [`FSYNC_PENDING`].
+    syncing_bytes: usize,
 }
 
 /// Serves one client to its end and logs one line about it. `slot` (the
@@ -234,6 +247,8 @@ pub async fn serve<S: Conn>(
         acks: 0,
         acks_stopped: None,
         partial_dropped: 0,
+        syncing: Default::default(),
+        syncing_bytes: 0,
     };
     let end = st.run(&peer, first).await;
     let _ = st.stream.shutdown().await;
@@ -299,7 +314,12 @@ impl<S: Conn> State<S> {
         let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
         let mut framer = Framer::new(cfg.max_line);
         framer.push(&first);
-        let end = self.read_lines(&mut framer, prefix.as_deref()).await;
+        let mut end = self.read_lines(&mut framer, prefix.as_deref()).await;
+        // Batches still waiting for their sync are acked as they complete,
+        // before the connection closes.
+        if let Err(e) = self.settle_syncing().await {
+            end = e;
+        }
         if !matches!(end, End::TooLong) {
             self.partial_dropped = framer.pending();
         }
@@ -353,7 +373,14 @@ impl<S: Conn> State<S> {
                     }
                     continue;
                 }
-                r = self.stream.readable() => {
+                r = async { (&mut self.syncing.front_mut().expect("a batch waits").0).await }, if !self.syncing.is_empty() => {
+                    if let Err(end) = self.synced(r.unwrap_or(false)).await {
+                        return end;
+                    }
+                    last_line = Instant::now();
+                    continue;
+                }
+                r = self.stream.readable(), if self.syncing_bytes < FSYNC_PENDING => {
                     if let Err(e) = r {
                         return End::Error(e);
                     }
@@ -436,6 +463,8 @@ impl<S: Conn> State<S> {
             }
         }
         if taken.too_long {
+            // The lines before it are acked before the error line.
+            self.settle_syncing().await?;
             if !self.shared.cfg.receive_only {
                 let line = protocol::too_long_line(self.shared.cfg.max_line);
                 let _ = self.send(&line).await;
@@ -486,8 +515,55 @@ impl<S: Conn> State<S> {
             .records
             .encode(lines, self.lines + 1, read_at)
             .map_err(End::Error)?;
-        self.commit(Lines { data, count: n }).await?;
+        if !self.shared.cfg.fsync {
+            self.commit(Lines { data, count: n }).await?;
+            return self.ack(n).await;
+        }
+        // --fsync: the batch waits for its sync while the connection reads
+        // on; `synced` acks it.
+        self.lines += n;
+        let bytes = data.len();
+        match self.shared.sink.submit(data, n) {
+            Commit::Done(false) => Err(End::OutputFailed),
+            Commit::Done(true) if self.syncing.is_empty() => self.ack(n).await,
+            Commit::Done(true) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(true);
+                self.syncing.push_back((rx, n, bytes));
+                self.syncing_bytes += bytes;
+                Ok(())
+            }
+            Commit::Waiting(rx) => {
+                self.syncing.push_back((rx, n, bytes));
+                self.syncing_bytes += bytes;
+                Ok(())
+            }
+        }
+    }
+
+    /// The oldest batch waiting for its sync has its answer: acks it, or
+    /// ends the connection when the output failed.
+    async fn synced(&mut self, ok: bool) -> Result<(), End> {
+        let (_, n, bytes) = self.syncing.pop_front().expect("a batch waits");
+        self.syncing_bytes -= bytes;
+        if !ok {
+            return Err(End::OutputFailed);
+        }
         self.ack(n).await
+    }
+
+    /// Waits for every batch still waiting for its sync, acking each; ends
+    /// at once when the server aborts.
+    async fn settle_syncing(&mut self) -> Result<(), End> {
+        while let Some((rx, _, _)) = self.syncing.front_mut() {
+            let mut shutdown = self.shutdown.clone();
+            let ok = tokio::select! {
+                r = rx => r.unwrap_or(false),
+                _ = shutdown.wait_for(|p| *p == Phase::Abort) => return Err(End::Drain),
+            };
+            self.synced(ok).await?;
+        }
+        Ok(())
     }
 
     /// Hands lines (or their records) to the sink; `Err` when they did not

@@ -294,6 +294,15 @@ struct PipeState {
     queued: usize,
 }
 
+/// What [`Sink::submit`] did with a batch.
+pub enum Commit {
+    /// Written (`true`), or not (`false`: the output failed).
+    Done(bool),
+    /// Handed to the sink thread: the answer comes here; a closed
+    /// channel means the sink is gone (not written).
+    Waiting(oneshot::Receiver<bool>),
+}
+
 /// The connections' handle on the sink.
 #[derive(Clone)]
 pub struct Sink {
@@ -641,38 +650,45 @@ impl Sink {
     /// output (and the disk, with `--fsync`). `false` also when the sink is
     /// gone.
     pub async fn commit(&self, data: Vec<u8>, lines: u64) -> bool {
+        match self.submit(data, lines) {
+            Commit::Done(ok) => ok,
+            Commit::Waiting(rx) => rx.await.unwrap_or(false),
+        }
+    }
+
+    /// Hands lines to the sink without waiting for the answer: done at
+    /// once where the task wrote them itself, else an answer to come (in
+    /// the order the lines were handed over, for one connection).
+    pub fn submit(&self, data: Vec<u8>, lines: u64) -> Commit {
         match &*self.path {
-            Path::Inline(w) => lock(w).commit(&[&data], lines),
+            Path::Inline(w) => Commit::Done(lock(w).commit(&[&data], lines)),
             Path::Pipe(p) => {
                 let mut data = data;
-                let rx = {
-                    let mut st = lock(&p.state);
-                    if st.queued == 0 {
-                        let Some(w) = st.writer.as_mut() else {
-                            return false;
-                        };
-                        match w.try_commit(&data, lines) {
-                            Attempt::Done(ok) => return ok,
-                            Attempt::Partial(n) => {
-                                data.drain(..n);
-                            }
+                let mut st = lock(&p.state);
+                if st.queued == 0 {
+                    let Some(w) = st.writer.as_mut() else {
+                        return Commit::Done(false);
+                    };
+                    match w.try_commit(&data, lines) {
+                        Attempt::Done(ok) => return Commit::Done(ok),
+                        Attempt::Partial(n) => {
+                            data.drain(..n);
                         }
                     }
-                    let (done, rx) = oneshot::channel();
-                    if p.tx.send(Msg::Commit { data, lines, done }).is_err() {
-                        return false;
-                    }
-                    st.queued += 1;
-                    rx
-                };
-                rx.await.unwrap_or(false)
+                }
+                let (done, rx) = oneshot::channel();
+                if p.tx.send(Msg::Commit { data, lines, done }).is_err() {
+                    return Commit::Done(false);
+                }
+                st.queued += 1;
+                Commit::Waiting(rx)
             }
             Path::Thread(tx) => {
                 let (done, rx) = oneshot::channel();
                 if tx.send(Msg::Commit { data, lines, done }).is_err() {
-                    return false;
+                    return Commit::Done(false);
                 }
-                rx.await.unwrap_or(false)
+                Commit::Waiting(rx)
             }
         }
     }
