@@ -210,9 +210,19 @@ struct State<S> {
     /// With `--fsync`: batches handed to the sink whose sync has not
     /// answered yet, oldest first, each with its count of lines and
     /// bytes; acked in this order as the answers come.
-    syncing: std::collections::VecDeque<(oneshot::Receiver<bool>, u64, usize)>,
-    /// The bytes of `syncing`: reading stops at [`FSYNC_PENDING`].
-    syncing_bytes: usize,
+    /// Boxed, made at the first such batch: a connection without
+    /// `--fsync` holds one pointer for it (a task's room is counted in
+    /// steps of 128 bytes).
+    syncing: Option<Box<Syncing>>,
+}
+
+/// A connection's batches waiting for their sync.
+#[derive(Default)]
+struct Syncing {
+    /// Oldest first: the answer, the lines, the bytes.
+    batches: std::collections::VecDeque<(oneshot::Receiver<bool>, u64, usize)>,
+    /// The bytes of `batches`: reading stops at [`FSYNC_PENDING`].
+    bytes: usize,
 }
 
 /// Serves one client to its end and logs one line about it. `slot` (the
@@ -247,8 +257,7 @@ pub async fn serve<S: Conn>(
         acks: 0,
         acks_stopped: None,
         partial_dropped: 0,
-        syncing: Default::default(),
-        syncing_bytes: 0,
+        syncing: None,
     };
     let end = st.run(&peer, first).await;
     let _ = st.stream.shutdown().await;
@@ -365,6 +374,11 @@ impl<S: Conn> State<S> {
                     timer.as_mut().reset(d.into());
                 }
             }
+            let waiting = self.syncing.as_ref().is_some_and(|s| !s.batches.is_empty());
+            let room = self
+                .syncing
+                .as_ref()
+                .is_none_or(|s| s.bytes < FSYNC_PENDING);
             tokio::select! {
                 biased;
                 r = self.shutdown.changed() => {
@@ -373,14 +387,14 @@ impl<S: Conn> State<S> {
                     }
                     continue;
                 }
-                r = async { (&mut self.syncing.front_mut().expect("a batch waits").0).await }, if !self.syncing.is_empty() => {
+                r = async { (&mut self.syncing.as_mut().and_then(|s| s.batches.front_mut()).expect("a batch waits").0).await }, if waiting => {
                     if let Err(end) = self.synced(r.unwrap_or(false)).await {
                         return end;
                     }
                     last_line = Instant::now();
                     continue;
                 }
-                r = self.stream.readable(), if self.syncing_bytes < FSYNC_PENDING => {
+                r = self.stream.readable(), if room => {
                     if let Err(e) = r {
                         return End::Error(e);
                     }
@@ -525,27 +539,35 @@ impl<S: Conn> State<S> {
         let bytes = data.len();
         match self.shared.sink.submit(data, n) {
             Commit::Done(false) => Err(End::OutputFailed),
-            Commit::Done(true) if self.syncing.is_empty() => self.ack(n).await,
+            Commit::Done(true) if self.syncing.as_ref().is_none_or(|s| s.batches.is_empty()) => {
+                self.ack(n).await
+            }
             Commit::Done(true) => {
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(true);
-                self.syncing.push_back((rx, n, bytes));
-                self.syncing_bytes += bytes;
+                self.wait_sync(rx, n, bytes);
                 Ok(())
             }
             Commit::Waiting(rx) => {
-                self.syncing.push_back((rx, n, bytes));
-                self.syncing_bytes += bytes;
+                self.wait_sync(rx, n, bytes);
                 Ok(())
             }
         }
     }
 
+    /// Keeps a batch handed to the sink until its sync answers.
+    fn wait_sync(&mut self, rx: oneshot::Receiver<bool>, n: u64, bytes: usize) {
+        let s = self.syncing.get_or_insert_with(Box::default);
+        s.batches.push_back((rx, n, bytes));
+        s.bytes += bytes;
+    }
+
     /// The oldest batch waiting for its sync has its answer: acks it, or
     /// ends the connection when the output failed.
     async fn synced(&mut self, ok: bool) -> Result<(), End> {
-        let (_, n, bytes) = self.syncing.pop_front().expect("a batch waits");
-        self.syncing_bytes -= bytes;
+        let s = self.syncing.as_mut().expect("a batch waits");
+        let (_, n, bytes) = s.batches.pop_front().expect("a batch waits");
+        s.bytes -= bytes;
         if !ok {
             return Err(End::OutputFailed);
         }
@@ -555,7 +577,7 @@ impl<S: Conn> State<S> {
     /// Waits for every batch still waiting for its sync, acking each; ends
     /// at once when the server aborts.
     async fn settle_syncing(&mut self) -> Result<(), End> {
-        while let Some((rx, _, _)) = self.syncing.front_mut() {
+        while let Some((rx, _, _)) = self.syncing.as_mut().and_then(|s| s.batches.front_mut()) {
             let mut shutdown = self.shutdown.clone();
             let ok = tokio::select! {
                 r = rx => r.unwrap_or(false),

@@ -646,15 +646,23 @@ struct Admitted {
 }
 
 impl Admitted {
-    async fn serve(self, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+    /// The connection's life, in a box of exactly its size: an `async fn`
+    /// here would hold the connection's parts twice (its own argument
+    /// beside the future it moves them into) in a task whose room tokio
+    /// counts in steps of 128 bytes, for as long as the connection lasts.
+    fn serve(
+        self,
+        shared: Arc<Shared>,
+        phase: watch::Receiver<Phase>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let Admitted {
             stream,
             opening,
             slot,
         } = self;
         match stream {
-            Accepted::Tcp(s) => conn::serve(s, opening, shared, phase, slot).await,
-            Accepted::Unix(s) => conn::serve(s, opening, shared, phase, slot).await,
+            Accepted::Tcp(s) => Box::pin(conn::serve(s, opening, shared, phase, slot)),
+            Accepted::Unix(s) => Box::pin(conn::serve(s, opening, shared, phase, slot)),
         }
     }
 }
