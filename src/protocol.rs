@@ -339,6 +339,41 @@ mod tests {
         assert_eq!(f.take(None, true), Taken::default());
     }
 
+    /// The windowed count against one check per line, for every body of
+    /// up to 9 bytes of `a`, `\r` and `\n` ending in `\n`, and every
+    /// maximum from 0 to 5: the windows' edges fall everywhere.
+    #[test]
+    fn count_lines_agrees_with_a_check_per_line() {
+        fn naive(body: &[u8], max: usize) -> (u64, Option<usize>) {
+            let (mut count, mut start) = (0, 0);
+            for nl in memchr_iter(b'\n', body) {
+                if trim_eol(&body[start..=nl]).len() > max {
+                    return (count, Some(start));
+                }
+                count += 1;
+                start = nl + 1;
+            }
+            (count, None)
+        }
+        for len in 0..9u32 {
+            for mut code in 0..3usize.pow(len) {
+                let mut body = Vec::new();
+                for _ in 0..len {
+                    body.push([b'a', b'\r', b'\n'][code % 3]);
+                    code /= 3;
+                }
+                body.push(b'\n');
+                for max in 0..6 {
+                    assert_eq!(
+                        count_lines(&body, max),
+                        naive(&body, max),
+                        "{body:?} max {max}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn wire_lines() {
         let t = Texts::default();
