@@ -207,18 +207,7 @@ impl Framer {
             return (None, false);
         };
         let end = last_nl + 1;
-        let body = &self.buf[..end];
-        let mut too_long_at = None;
-        let mut start = 0;
-        let mut count = 0u64;
-        for nl in memchr_iter(b'\n', body) {
-            if trim_eol(&body[start..=nl]).len() > self.max_line {
-                too_long_at = Some(start);
-                break;
-            }
-            count += 1;
-            start = nl + 1;
-        }
+        let (count, too_long_at) = count_lines(&self.buf[..end], self.max_line);
         let good_end = too_long_at.unwrap_or(end);
         let lines = if count == 0 {
             None
@@ -252,6 +241,38 @@ impl Framer {
         };
         (lines, too_long_at.is_some())
     }
+}
+
+/// Counts the lines of `body` (which ends with `\n`) up to the first one
+/// longer than `max` bytes (without its line ending), and says where that
+/// one starts, if any.
+///
+/// Not one check per line: only a line that starts a window of `max + 2`
+/// bytes can be too long (any other line in the window is shorter than
+/// the window), so each window costs one check of its first line and one
+/// vectorised count of its newlines. With the default `--max-line` a whole
+/// 64 KiB read is one or two windows.
+fn count_lines(body: &[u8], max: usize) -> (u64, Option<usize>) {
+    let mut count = 0u64;
+    let mut start = 0;
+    while start < body.len() {
+        let window = &body[start..body.len().min(start.saturating_add(max).saturating_add(2))];
+        let first = match memchr(b'\n', window) {
+            Some(nl) => nl,
+            // A window of max + 2 bytes without a newline: the line that
+            // starts it is too long.
+            None => return (count, Some(start)),
+        };
+        if trim_eol(&window[..=first]).len() > max {
+            return (count, Some(start));
+        }
+        // Every other line that ends in the window starts after `first`:
+        // at most `max` bytes with its line ending.
+        let last = memrchr(b'\n', window).unwrap_or(first);
+        count += memchr_iter(b'\n', &window[..=last]).count() as u64;
+        start += last + 1;
+    }
+    (count, None)
 }
 
 /// What [`Framer::take`] hands out.
@@ -316,6 +337,41 @@ mod tests {
         assert_eq!(f.take(Some(b"p\t"), false).lines.unwrap().data, b"p\tx\n");
         assert_eq!(f.take(Some(b"p\t"), true).lines.unwrap().data, b"p\ty\n");
         assert_eq!(f.take(None, true), Taken::default());
+    }
+
+    /// The windowed count against one check per line, for every body of
+    /// up to 9 bytes of `a`, `\r` and `\n` ending in `\n`, and every
+    /// maximum from 0 to 5: the windows' edges fall everywhere.
+    #[test]
+    fn count_lines_agrees_with_a_check_per_line() {
+        fn naive(body: &[u8], max: usize) -> (u64, Option<usize>) {
+            let (mut count, mut start) = (0, 0);
+            for nl in memchr_iter(b'\n', body) {
+                if trim_eol(&body[start..=nl]).len() > max {
+                    return (count, Some(start));
+                }
+                count += 1;
+                start = nl + 1;
+            }
+            (count, None)
+        }
+        for len in 0..9u32 {
+            for mut code in 0..3usize.pow(len) {
+                let mut body = Vec::new();
+                for _ in 0..len {
+                    body.push([b'a', b'\r', b'\n'][code % 3]);
+                    code /= 3;
+                }
+                body.push(b'\n');
+                for max in 0..6 {
+                    assert_eq!(
+                        count_lines(&body, max),
+                        naive(&body, max),
+                        "{body:?} max {max}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

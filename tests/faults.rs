@@ -193,6 +193,17 @@ fn sigterm_under_load_drains_within_the_deadline() {
 #[test]
 #[ignore = "needs root to mount a tmpfs"]
 fn full_disk_stops_acks() {
+    full_disk(&[]);
+}
+
+/// The same with `--fsync`, whose connections read on while their batches
+/// wait for a sync: a failed write still acks nothing after it.
+#[test]
+fn full_disk_stops_acks_with_fsync() {
+    full_disk(&["--fsync"]);
+}
+
+fn full_disk(flags: &[&str]) {
     require(is_root(), "mounting a tmpfs needs root");
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
@@ -216,7 +227,9 @@ fn full_disk_stops_acks() {
     }
     let _guard = Unmount(mnt.clone());
     let out = mnt.join("out");
-    let mut s = Server::start(&["-o", out.to_str().unwrap(), "127.0.0.1:0"]);
+    let mut args = flags.to_vec();
+    args.extend(["-o", out.to_str().unwrap(), "127.0.0.1:0"]);
+    let mut s = Server::start(&args);
     let input: String = (0..100_000)
         .map(|i| format!("line {i:06} of a disk that fills up\n"))
         .collect();

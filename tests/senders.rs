@@ -345,6 +345,62 @@ fn a_stalled_output_does_not_blame_the_client() {
     assert!(acked < 20_000);
 }
 
+/// A pipe whose reader stops holds no runtime worker: three clients fill
+/// it (more than the two workers of a 2-core machine), and new clients are
+/// still greeted while it is stalled. When the reader comes back, every
+/// line of every client is there, whole and in order, and acked.
+#[test]
+fn a_stalled_pipe_output_does_not_stop_new_clients_from_being_greeted() {
+    let mut s = ServerBuilder::new(&["127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .start();
+    let mut out = s.child.stdout.take().unwrap();
+    const N: usize = 20_000;
+    let fillers: Vec<_> = (0..3)
+        .map(|k| {
+            let mut p = s.connect().greeted();
+            let mut w = p.try_clone();
+            let input: String = (1..=N).map(|i| format!("f{k} line {i}\n")).collect();
+            let writer = std::thread::spawn(move || w.send(input.as_bytes()).unwrap());
+            std::thread::spawn(move || {
+                for _ in 0..N {
+                    assert_eq!(p.line().as_deref(), Some(ACK));
+                }
+                writer.join().unwrap();
+            })
+        })
+        .collect();
+    // Nobody reads the pipe: it fills, and the fillers' batches wait.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        let mut p = s.connect();
+        p.set_timeout(Duration::from_secs(2));
+        assert_eq!(
+            p.line().as_deref(),
+            Some("connect\n"),
+            "not greeted while the output is stalled; stderr:\n{}",
+            s.stderr.text()
+        );
+    }
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    for f in fillers {
+        f.join().unwrap();
+    }
+    s.stop();
+    let out = String::from_utf8(reader.join().unwrap()).unwrap();
+    for k in 0..3 {
+        let tag = format!("f{k} ");
+        let mine: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
+        let want: Vec<String> = (1..=N).map(|i| format!("f{k} line {i}")).collect();
+        assert_eq!(mine, want, "filler {k}");
+    }
+    assert_eq!(out.lines().count(), 3 * N);
+}
+
 /// A client that sends its lines before it reads the greeting still reads
 /// the whole refusal: the server does not close on unread input.
 #[test]

@@ -348,3 +348,43 @@ fn systemd_socket_activate_listen() {
     s.stop_success();
     assert_eq!(s.output(), b"activated\n");
 }
+
+/// With `--fsync` a connection reads on while its batches wait for their
+/// sync: what a client pipelines is still acked in order, every acked
+/// line is in the file, and the error line of a line too long comes after
+/// the acks of every line before it.
+#[test]
+fn fsync_pipelined_acks_in_order_then_the_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let s = Server::start(&[
+        "--fsync",
+        "--max-line",
+        "100",
+        "-o",
+        log.to_str().unwrap(),
+        "127.0.0.1:0",
+    ]);
+    let mut p = s.connect().greeted();
+    let mut input: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+    input.push_str(&"x".repeat(200));
+    input.push('\n');
+    let mut w = p.try_clone();
+    let writer = std::thread::spawn(move || w.send(input.as_bytes()));
+    for i in 0..50_000 {
+        assert_eq!(
+            p.line().as_deref(),
+            Some(ACK),
+            "ack {i}: {}",
+            s.stderr.text()
+        );
+    }
+    assert_eq!(
+        p.line().as_deref(),
+        Some("error: line too long (max 100 bytes)\n")
+    );
+    let _ = writer.join();
+    let written = std::fs::read_to_string(&log).unwrap();
+    let want: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(written, want);
+}

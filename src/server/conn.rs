@@ -10,10 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::timeout_at;
 
 use super::format::{self, Records};
+use super::sink::Commit;
 use super::{Phase, Shared};
 use crate::diag::{describe, Level};
 use crate::peer::Peer;
@@ -36,6 +37,12 @@ const FIRST_READ: usize = 4 * 1024;
 /// built: the bytes read plus one batch stay within `READ_CHUNK`.
 const PREFIXED_READ: usize = READ_CHUNK / 2;
 const PREFIXED_BATCH: usize = READ_CHUNK / 2;
+
+/// With `--fsync`, a connection keeps reading while its batches wait for
+/// their sync, and acks them, in order, as the syncs complete; but it
+/// stops reading while batches of this many bytes (or more) wait. The
+/// man page states it.
+pub const FSYNC_PENDING: usize = 1 << 20;
 
 /// During a drain, a connection that has sent nothing for this long is
 /// "quiet" and is closed.
@@ -83,12 +90,51 @@ pub fn kernel_has_input(fd: std::os::fd::RawFd) -> bool {
     )
 }
 
+/// Reads into the spare capacity of `buf` through `try_io`, so that a read
+/// that did not fill the buffer also clears the stream's readiness, as
+/// tokio's own `poll_read` does: the socket's queue was drained (epoll is
+/// edge-triggered, and tokio keeps anything that arrived meanwhile ready),
+/// so the next wait parks until more comes instead of waking at once for
+/// a `recvfrom` that fails with EAGAIN.
+fn read_clearing(
+    fd: std::os::fd::RawFd,
+    buf: &mut Vec<u8>,
+    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<usize>) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut short = None;
+    let r = try_io(&mut || {
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len();
+        // SAFETY: recv writes at most `len` bytes into the spare capacity,
+        // which is valid for writes of that length; only the bytes it
+        // reports written are then counted as initialised.
+        let n = unsafe { nix::libc::recv(fd, spare.as_mut_ptr().cast(), len, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        if n > 0 && n < len {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, short) {
+        (_, Some(n)) => Ok(n),
+        (r, None) => r,
+    }
+}
+
 impl Conn for TcpStream {
     fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         TcpStream::readable(self)
     }
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
+        read_clearing(self.as_raw_fd(), buf, |f| {
+            self.try_io(tokio::io::Interest::READABLE, f)
+        })
     }
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         TcpStream::try_write(self, buf)
@@ -100,7 +146,9 @@ impl Conn for UnixStream {
         UnixStream::readable(self)
     }
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        UnixStream::try_read_buf(self, buf)
+        read_clearing(self.as_raw_fd(), buf, |f| {
+            self.try_io(tokio::io::Interest::READABLE, f)
+        })
     }
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         UnixStream::try_write(self, buf)
@@ -177,6 +225,22 @@ struct State<S> {
     /// Bytes of a partial line the connection ended in (a reset, an idle
     /// timeout, a drain), which were not written: the line may be cut.
     partial_dropped: usize,
+    /// With `--fsync`: batches handed to the sink whose sync has not
+    /// answered yet, oldest first, each with its count of lines and
+    /// bytes; acked in this order as the answers come.
+    /// Boxed, made at the first such batch: a connection without
+    /// `--fsync` holds one pointer for it (a task's room is counted in
+    /// steps of 128 bytes).
+    syncing: Option<Box<Syncing>>,
+}
+
+/// A connection's batches waiting for their sync.
+#[derive(Default)]
+struct Syncing {
+    /// Oldest first: the answer, the lines, the bytes.
+    batches: std::collections::VecDeque<(oneshot::Receiver<bool>, u64, usize)>,
+    /// The bytes of `batches`: reading stops at [`FSYNC_PENDING`].
+    bytes: usize,
 }
 
 /// Serves one client to its end and logs one line about it. `slot` (the
@@ -216,6 +280,7 @@ pub async fn serve<S: Conn>(
         acks: 0,
         acks_stopped: None,
         partial_dropped: 0,
+        syncing: None,
     };
     let end = st.run(&peer, first).await;
     let _ = st.stream.shutdown().await;
@@ -281,7 +346,12 @@ impl<S: Conn> State<S> {
         let prefix = cfg.prefix_peer.then(|| format!("{peer}\t").into_bytes());
         let mut framer = Framer::new(cfg.max_line);
         framer.push(&first);
-        let end = self.read_lines(&mut framer, prefix.as_deref()).await;
+        let mut end = self.read_lines(&mut framer, prefix.as_deref()).await;
+        // Batches still waiting for their sync are acked as they complete,
+        // before the connection closes.
+        if let Err(e) = self.settle_syncing().await {
+            end = e;
+        }
         if !matches!(end, End::TooLong) {
             self.partial_dropped = framer.pending();
         }
@@ -327,6 +397,11 @@ impl<S: Conn> State<S> {
                     timer.as_mut().reset(d.into());
                 }
             }
+            let waiting = self.syncing.as_ref().is_some_and(|s| !s.batches.is_empty());
+            let room = self
+                .syncing
+                .as_ref()
+                .is_none_or(|s| s.bytes < FSYNC_PENDING);
             tokio::select! {
                 biased;
                 r = self.shutdown.changed() => {
@@ -335,7 +410,14 @@ impl<S: Conn> State<S> {
                     }
                     continue;
                 }
-                r = self.stream.readable() => {
+                r = async { (&mut self.syncing.as_mut().and_then(|s| s.batches.front_mut()).expect("a batch waits").0).await }, if waiting => {
+                    if let Err(end) = self.synced(r.unwrap_or(false)).await {
+                        return end;
+                    }
+                    last_line = Instant::now();
+                    continue;
+                }
+                r = self.stream.readable(), if room => {
                     if let Err(e) = r {
                         return End::Error(e);
                     }
@@ -367,8 +449,17 @@ impl<S: Conn> State<S> {
                     }
                     false
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing to read after all: the buffer reserved for it
+                // goes back, or an idle connection would keep it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    framer.shrink_if_empty();
+                    continue;
+                }
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
@@ -409,6 +500,8 @@ impl<S: Conn> State<S> {
             }
         }
         if taken.too_long {
+            // The lines before it are acked before the error line.
+            self.settle_syncing().await?;
             if !self.shared.cfg.receive_only {
                 let line = protocol::too_long_line(self.shared.cfg.max_line);
                 let _ = self.send(&line).await;
@@ -459,8 +552,63 @@ impl<S: Conn> State<S> {
             .records
             .encode(lines, self.lines + 1, read_at)
             .map_err(End::Error)?;
-        self.commit(Lines { data, count: n }).await?;
+        if !self.shared.cfg.fsync {
+            self.commit(Lines { data, count: n }).await?;
+            return self.ack(n).await;
+        }
+        // --fsync: the batch waits for its sync while the connection reads
+        // on; `synced` acks it.
+        self.lines += n;
+        let bytes = data.len();
+        match self.shared.sink.submit(data, n) {
+            Commit::Done(false) => Err(End::OutputFailed),
+            Commit::Done(true) if self.syncing.as_ref().is_none_or(|s| s.batches.is_empty()) => {
+                self.ack(n).await
+            }
+            Commit::Done(true) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(true);
+                self.wait_sync(rx, n, bytes);
+                Ok(())
+            }
+            Commit::Waiting(rx) => {
+                self.wait_sync(rx, n, bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps a batch handed to the sink until its sync answers.
+    fn wait_sync(&mut self, rx: oneshot::Receiver<bool>, n: u64, bytes: usize) {
+        let s = self.syncing.get_or_insert_with(Box::default);
+        s.batches.push_back((rx, n, bytes));
+        s.bytes += bytes;
+    }
+
+    /// The oldest batch waiting for its sync has its answer: acks it, or
+    /// ends the connection when the output failed.
+    async fn synced(&mut self, ok: bool) -> Result<(), End> {
+        let s = self.syncing.as_mut().expect("a batch waits");
+        let (_, n, bytes) = s.batches.pop_front().expect("a batch waits");
+        s.bytes -= bytes;
+        if !ok {
+            return Err(End::OutputFailed);
+        }
         self.ack(n).await
+    }
+
+    /// Waits for every batch still waiting for its sync, acking each; ends
+    /// at once when the server aborts.
+    async fn settle_syncing(&mut self) -> Result<(), End> {
+        while let Some((rx, _, _)) = self.syncing.as_mut().and_then(|s| s.batches.front_mut()) {
+            let mut shutdown = self.shutdown.clone();
+            let ok = tokio::select! {
+                r = rx => r.unwrap_or(false),
+                _ = shutdown.wait_for(|p| *p == Phase::Abort) => return Err(End::Drain),
+            };
+            self.synced(ok).await?;
+        }
+        Ok(())
     }
 
     /// Hands lines (or their records) to the sink; `Err` when they did not
@@ -531,6 +679,16 @@ impl<S: Conn> State<S> {
                 ) => {}
             Err(e) => return Err(End::Error(e)),
         }
+        // The wait, boxed: its state (a timer, the write, the shutdown
+        // watch) would otherwise take room in every connection's task for
+        // its whole life, idle or not.
+        Box::pin(self.write_waiting(bytes)).await
+    }
+
+    /// Writes what the socket did not take at once: waits for it to take
+    /// more, giving up when the client does not read for the idle timeout,
+    /// or when the server aborts.
+    async fn write_waiting(&mut self, mut bytes: &[u8]) -> Result<(), End> {
         let idle = self.shared.cfg.idle_timeout;
         let deadline = idle.and_then(|t| Instant::now().checked_add(t));
         let mut shutdown = self.shutdown.clone();

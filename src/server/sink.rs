@@ -1,10 +1,19 @@
 //! The output sink and its commit: write, then `fdatasync` where asked,
 //! then tell the waiting connection it may ack.
 //!
-//! Two paths, chosen once at start by what the output is:
+//! Three paths, chosen once at start by what the output is:
 //!
-//! - **Thread** (pipes, terminals, sockets, and any output with
-//!   `--fsync`): one thread owns the output. Connections send it batches;
+//! - **Pipe** (a pipe or FIFO, without `--fsync`): written through a
+//!   non-blocking descriptor of the sink's own (standard output is
+//!   reopened through `/proc/self/fd`, so the flag never reaches whoever
+//!   shares the inherited one). The connection's task writes the batch
+//!   itself while the pipe takes it all: no thread hop. When the pipe is
+//!   full, the rest of the batch goes to the sink thread, which waits for
+//!   the reader; until it has caught up, every batch goes there, in order.
+//!   No runtime worker ever waits on the pipe.
+//! - **Thread** (terminals, sockets, a pipe no descriptor of our own can
+//!   be had for, and any output with `--fsync`): one thread owns the
+//!   output. Connections send it batches;
 //!   it takes every batch that is waiting, writes them in one `writev`,
 //!   syncs once if asked (group commit: many connections share one sync),
 //!   and only then answers each batch. A slow reader of a pipe blocks this
@@ -125,6 +134,17 @@ struct Writer {
     /// The output file and its directory; `None` for standard output or
     /// error, which SIGHUP leaves as they are.
     target: Option<Arc<Target>>,
+    /// The output is a pipe written without waiting ([`Path::Pipe`]): a
+    /// file reopened on SIGHUP is made non-blocking too.
+    nonblocking: bool,
+}
+
+/// What a write that must not wait did.
+enum Attempt {
+    /// Written (`true`), or the output failed (`false`).
+    Done(bool),
+    /// The pipe is full after this many bytes.
+    Partial(usize),
 }
 
 impl Writer {
@@ -151,22 +171,56 @@ impl Writer {
             Ok(()) => {
                 self.lines.fetch_add(lines, Ordering::Relaxed);
             }
-            Err(e) => {
-                let what = if let Out::Journal(j) = &self.out {
-                    format!("cannot send lines to the journal at {}", j.path().display())
-                } else if e.kind() == io::ErrorKind::BrokenPipe {
-                    "output closed".to_string()
-                } else {
-                    format!("cannot write output {}", self.output)
-                };
-                self.ok = false;
-                let _ = self.failed.send(Some(format!(
-                    "{what}: {}; no more lines are acked, stopping",
-                    describe(&e)
-                )));
-            }
+            Err(e) => self.fail(e),
         }
         self.ok
+    }
+
+    /// Writes one batch without waiting: for a non-blocking pipe, from a
+    /// connection's task. [`Attempt::Partial`] when the pipe is full: the
+    /// bytes not written yet must go to the sink thread, before anything
+    /// else is written.
+    fn try_commit(&mut self, data: &[u8], lines: u64) -> Attempt {
+        if !self.ok {
+            return Attempt::Done(false);
+        }
+        let Out::File(file) = &mut self.out else {
+            return Attempt::Partial(0);
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match file.write(&data[done..]) {
+                Ok(0) => {
+                    self.fail(io::ErrorKind::WriteZero.into());
+                    return Attempt::Done(false);
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Attempt::Partial(done),
+                Err(e) => {
+                    self.fail(e);
+                    return Attempt::Done(false);
+                }
+            }
+        }
+        self.lines.fetch_add(lines, Ordering::Relaxed);
+        Attempt::Done(true)
+    }
+
+    /// The output failed: say why, once, and ack nothing from now on.
+    fn fail(&mut self, e: io::Error) {
+        let what = if let Out::Journal(j) = &self.out {
+            format!("cannot send lines to the journal at {}", j.path().display())
+        } else if e.kind() == io::ErrorKind::BrokenPipe {
+            "output closed".to_string()
+        } else {
+            format!("cannot write output {}", self.output)
+        };
+        self.ok = false;
+        let _ = self.failed.send(Some(format!(
+            "{what}: {}; no more lines are acked, stopping",
+            describe(&e)
+        )));
     }
 
     /// Reopens the output file (SIGHUP); keeps the old one if that fails.
@@ -180,6 +234,16 @@ impl Writer {
     }
 
     fn switch(&mut self, file: File) {
+        if self.nonblocking {
+            if let Err(e) = set_nonblocking(&file) {
+                crate::error!(
+                    "cannot reopen output {}: {}; still writing to the old one",
+                    self.output,
+                    describe(&e)
+                );
+                return;
+            }
+        }
         self.out = Out::File(file);
         crate::info!("reopened output {}", self.output);
     }
@@ -212,6 +276,38 @@ enum Path {
     /// writes can block on a slow reader, and for `--fsync`, where one
     /// sync serves every batch that waits (group commit).
     Thread(mpsc::Sender<Msg>),
+    /// A pipe or FIFO without `--fsync`, written through a non-blocking
+    /// descriptor of its own: the connection's task writes while the pipe
+    /// takes the whole batch (no thread hop); when it is full, the rest of
+    /// the batch, and every batch after it until the thread has caught up,
+    /// goes to the sink thread, which waits for the reader. A runtime
+    /// worker never waits on the pipe.
+    Pipe(Arc<PipeShared>),
+}
+
+/// The pipe path's state, shared by the connections and the sink thread.
+struct PipeShared {
+    state: Mutex<PipeState>,
+    tx: mpsc::Sender<Msg>,
+}
+
+struct PipeState {
+    /// The output; taken by the sink thread while it writes (never while
+    /// `queued` is 0).
+    writer: Option<Writer>,
+    /// Messages sent to the sink thread and not yet done. While any are,
+    /// connections send theirs there too, so batches stay whole and in
+    /// order.
+    queued: usize,
+}
+
+/// What [`Sink::submit`] did with a batch.
+pub enum Commit {
+    /// Written (`true`), or not (`false`: the output failed).
+    Done(bool),
+    /// Handed to the sink thread: the answer comes here; a closed
+    /// channel means the sink is gone (not written).
+    Waiting(oneshot::Receiver<bool>),
 }
 
 /// The connections' handle on the sink.
@@ -501,9 +597,18 @@ impl Sink {
         fsync: bool,
         failed: watch::Sender<Option<String>>,
     ) -> Result<Sink, String> {
-        let Opened { out, target } = opened;
+        let Opened { mut out, target } = opened;
         let lines = Arc::new(AtomicU64::new(0));
         let inline = !fsync && matches!(&out, Out::File(f) if never_blocks(f));
+        let mut nonblocking = false;
+        if !fsync && !inline {
+            if let Out::File(f) = &out {
+                if let Some(nb) = nonblocking_pipe(f, target.is_some()) {
+                    out = Out::File(nb);
+                    nonblocking = true;
+                }
+            }
+        }
         let writer = Writer {
             out,
             output,
@@ -512,6 +617,7 @@ impl Sink {
             lines: lines.clone(),
             failed,
             target: target.map(Arc::new),
+            nonblocking,
         };
         let reopening = Arc::new(Mutex::new(()));
         if inline {
@@ -522,6 +628,25 @@ impl Sink {
             });
         }
         let (tx, rx) = mpsc::channel::<Msg>();
+        if nonblocking {
+            let shared = Arc::new(PipeShared {
+                state: Mutex::new(PipeState {
+                    writer: Some(writer),
+                    queued: 0,
+                }),
+                tx,
+            });
+            let theirs = shared.clone();
+            std::thread::Builder::new()
+                .name("sink".into())
+                .spawn(move || pipe_thread(&theirs, rx))
+                .map_err(|e| format!("cannot start the output thread: {}", describe(&e)))?;
+            return Ok(Sink {
+                path: Arc::new(Path::Pipe(shared)),
+                reopening,
+                lines,
+            });
+        }
         std::thread::Builder::new()
             .name("sink".into())
             .spawn(move || sink_thread(writer, rx))
@@ -537,14 +662,45 @@ impl Sink {
     /// output (and the disk, with `--fsync`). `false` also when the sink is
     /// gone.
     pub async fn commit(&self, data: Vec<u8>, lines: u64) -> bool {
+        match self.submit(data, lines) {
+            Commit::Done(ok) => ok,
+            Commit::Waiting(rx) => rx.await.unwrap_or(false),
+        }
+    }
+
+    /// Hands lines to the sink without waiting for the answer: done at
+    /// once where the task wrote them itself, else an answer to come (in
+    /// the order the lines were handed over, for one connection).
+    pub fn submit(&self, data: Vec<u8>, lines: u64) -> Commit {
         match &*self.path {
-            Path::Inline(w) => lock(w).commit(&[&data], lines),
+            Path::Inline(w) => Commit::Done(lock(w).commit(&[&data], lines)),
+            Path::Pipe(p) => {
+                let mut data = data;
+                let mut st = lock(&p.state);
+                if st.queued == 0 {
+                    let Some(w) = st.writer.as_mut() else {
+                        return Commit::Done(false);
+                    };
+                    match w.try_commit(&data, lines) {
+                        Attempt::Done(ok) => return Commit::Done(ok),
+                        Attempt::Partial(n) => {
+                            data.drain(..n);
+                        }
+                    }
+                }
+                let (done, rx) = oneshot::channel();
+                if p.tx.send(Msg::Commit { data, lines, done }).is_err() {
+                    return Commit::Done(false);
+                }
+                st.queued += 1;
+                Commit::Waiting(rx)
+            }
             Path::Thread(tx) => {
                 let (done, rx) = oneshot::channel();
                 if tx.send(Msg::Commit { data, lines, done }).is_err() {
-                    return false;
+                    return Commit::Done(false);
                 }
-                rx.await.unwrap_or(false)
+                Commit::Waiting(rx)
             }
         }
     }
@@ -580,6 +736,12 @@ impl Sink {
             Path::Thread(tx) => {
                 let _ = tx.send(Msg::Reopen);
             }
+            Path::Pipe(p) => {
+                let mut st = lock(&p.state);
+                if p.tx.send(Msg::Reopen).is_ok() {
+                    st.queued += 1;
+                }
+            }
         }
     }
 }
@@ -613,6 +775,93 @@ fn sink_thread(mut writer: Writer, rx: mpsc::Receiver<Msg>) {
         }
         settle(&mut writer, &mut pending);
     }
+}
+
+/// The sink thread of the pipe path: the batches a full pipe left over,
+/// and SIGHUP's reopens, in the order they came. It takes the writer out
+/// of the shared state while it writes (waiting for the reader), so no
+/// connection ever waits for the lock while the pipe is full.
+fn pipe_thread(shared: &PipeShared, rx: mpsc::Receiver<Msg>) {
+    let mut pending: Vec<(Vec<u8>, u64, oneshot::Sender<bool>)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let Some(mut writer) = lock(&shared.state).writer.take() else {
+            return;
+        };
+        let mut next = Some(first);
+        let mut taken = 0;
+        let mut bytes = 0;
+        while let Some(msg) = next.take() {
+            taken += 1;
+            match msg {
+                Msg::Reopen => {
+                    settle(&mut writer, &mut pending);
+                    writer.reopen();
+                }
+                Msg::Commit { data, lines, done } => {
+                    bytes += data.len();
+                    pending.push((data, lines, done));
+                }
+            }
+            if bytes < COMMIT_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        // Written before the connections may write again, answered after.
+        let ok = {
+            if pending.is_empty() {
+                None
+            } else {
+                let bufs: Vec<&[u8]> = pending.iter().map(|(d, _, _)| d.as_slice()).collect();
+                let lines = pending.iter().map(|(_, l, _)| l).sum();
+                Some(writer.commit(&bufs, lines))
+            }
+        };
+        {
+            let mut st = lock(&shared.state);
+            st.writer = Some(writer);
+            st.queued -= taken;
+        }
+        if let Some(ok) = ok {
+            for (_, _, done) in pending.drain(..) {
+                let _ = done.send(ok);
+            }
+        }
+    }
+}
+
+/// A descriptor of its own, non-blocking, for the pipe or FIFO `file`
+/// writes to; `None` (the sink thread writes) when it is not one or none
+/// can be had. A FIFO opened by path (`own`) is ours alone and is set
+/// non-blocking itself; standard output is reopened through
+/// `/proc/self/fd`, a new open file description, so that the flag does
+/// not reach the parent or anyone else who shares the inherited one.
+fn nonblocking_pipe(file: &File, own: bool) -> Option<File> {
+    use std::os::unix::fs::FileTypeExt;
+    if !file.metadata().ok()?.file_type().is_fifo() {
+        return None;
+    }
+    let f = if own {
+        file.try_clone().ok()?
+    } else {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()?
+    };
+    set_nonblocking(&f).ok()?;
+    Some(f)
+}
+
+fn set_nonblocking(f: &File) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fl = fcntl(f.as_raw_fd(), FcntlArg::F_GETFL)?;
+    fcntl(
+        f.as_raw_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
 }
 
 /// Commits the pending batches and answers each of them, leaving none
