@@ -161,7 +161,8 @@ impl Framer {
         self.buf.len()
     }
 
-    /// Appends bytes (for callers that do not read into [`Framer::buffer`]).
+    /// Appends bytes that were read before the framer existed (the bytes
+    /// that came after a PROXY header).
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -189,18 +190,18 @@ impl Framer {
     /// (complete, or partial and already too long): the lines before it
     /// are still handed out, and [`Taken::too_long`] says the stream must
     /// end there.
-    pub fn take(&mut self, prefix: Option<&[u8]>, eof: bool) -> Taken {
+    pub fn take(&mut self, eof: bool) -> Taken {
         if eof && !self.buf.is_empty() {
             self.buf.push(b'\n');
         }
-        let (lines, too_long) = self.take_complete(prefix);
+        let (lines, too_long) = self.take_complete();
         Taken {
             lines,
             too_long: too_long || self.overlong(),
         }
     }
 
-    fn take_complete(&mut self, prefix: Option<&[u8]>) -> (Option<Lines>, bool) {
+    fn take_complete(&mut self) -> (Option<Lines>, bool) {
         let Some(last_nl) = memrchr(b'\n', &self.buf[self.scanned..]).map(|i| i + self.scanned)
         else {
             self.scanned = self.buf.len();
@@ -211,22 +212,18 @@ impl Framer {
         let good_end = too_long_at.unwrap_or(end);
         let lines = if count == 0 {
             None
-        } else if prefix.is_none() && memchr(b'\r', &self.buf[..good_end]).is_none() {
-            // The fast path: no CR, no prefix: hand out the buffer itself
-            // and keep only what follows the last good line.
+        } else if memchr(b'\r', &self.buf[..good_end]).is_none() {
+            // The fast path: no CR: hand out the buffer itself and keep
+            // only what follows the last good line.
             let rest = self.buf.split_off(good_end);
             Some(Lines {
                 data: std::mem::replace(&mut self.buf, rest),
                 count,
             })
         } else {
-            let mut data =
-                Vec::with_capacity(good_end + count as usize * prefix.map_or(0, |p| p.len()));
+            let mut data = Vec::with_capacity(good_end);
             let mut start = 0;
             for nl in memchr_iter(b'\n', &self.buf[..good_end]) {
-                if let Some(p) = prefix {
-                    data.extend_from_slice(p);
-                }
                 data.extend_from_slice(trim_eol(&self.buf[start..=nl]));
                 data.push(b'\n');
                 start = nl + 1;
@@ -289,34 +286,31 @@ mod tests {
     use super::*;
 
     fn lines(f: &mut Framer) -> Vec<u8> {
-        f.take(None, false)
-            .lines
-            .map(|l| l.data)
-            .unwrap_or_default()
+        f.take(false).lines.map(|l| l.data).unwrap_or_default()
     }
 
     #[test]
     fn crlf_is_one_line() {
         let mut f = Framer::new(100);
-        f.push(b"a\r\nb\nc\r");
-        let l = f.take(None, false).lines.unwrap();
+        f.buffer().extend_from_slice(b"a\r\nb\nc\r");
+        let l = f.take(false).lines.unwrap();
         assert_eq!(l.data, b"a\nb\n");
         assert_eq!(l.count, 2);
         assert_eq!(f.pending(), 2);
-        f.push(b"\n");
+        f.buffer().extend_from_slice(b"\n");
         assert_eq!(lines(&mut f), b"c\n");
     }
 
     #[test]
     fn max_line_is_inclusive() {
         let mut f = Framer::new(3);
-        f.push(b"abc");
-        assert!(!f.take(None, false).too_long);
-        f.push(b"\r");
-        assert!(!f.take(None, false).too_long);
-        f.push(b"\nabcd");
+        f.buffer().extend_from_slice(b"abc");
+        assert!(!f.take(false).too_long);
+        f.buffer().extend_from_slice(b"\r");
+        assert!(!f.take(false).too_long);
+        f.buffer().extend_from_slice(b"\nabcd");
         // The complete line before it is still good.
-        let t = f.take(None, false);
+        let t = f.take(false);
         assert_eq!(t.lines.unwrap().data, b"abc\n");
         assert!(t.too_long);
     }
@@ -324,19 +318,19 @@ mod tests {
     #[test]
     fn complete_long_line_stops_the_batch() {
         let mut f = Framer::new(2);
-        f.push(b"ok\ntoolong\nnext\n");
-        let t = f.take(None, false);
+        f.buffer().extend_from_slice(b"ok\ntoolong\nnext\n");
+        let t = f.take(false);
         assert_eq!(t.lines.unwrap().count, 1);
         assert!(t.too_long);
     }
 
     #[test]
-    fn prefix_and_end_of_stream() {
+    fn end_of_stream() {
         let mut f = Framer::new(10);
-        f.push(b"x\ny");
-        assert_eq!(f.take(Some(b"p\t"), false).lines.unwrap().data, b"p\tx\n");
-        assert_eq!(f.take(Some(b"p\t"), true).lines.unwrap().data, b"p\ty\n");
-        assert_eq!(f.take(None, true), Taken::default());
+        f.buffer().extend_from_slice(b"x\ny");
+        assert_eq!(f.take(false).lines.unwrap().data, b"x\n");
+        assert_eq!(f.take(true).lines.unwrap().data, b"y\n");
+        assert_eq!(f.take(true), Taken::default());
     }
 
     /// The windowed count against one check per line, for every body of

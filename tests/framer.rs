@@ -20,8 +20,8 @@ fn frame(chunks: &[&[u8]], max: usize) -> Outcome {
     let mut out = Vec::new();
     let last = chunks.len();
     for (i, c) in chunks.iter().chain([&&b""[..]]).enumerate() {
-        f.push(c);
-        let t = f.take(None, i == last);
+        f.buffer().extend_from_slice(c);
+        let t = f.take(i == last);
         out.extend(t.lines.map(|l| l.data).unwrap_or_default());
         if t.too_long {
             return Outcome {
@@ -119,8 +119,8 @@ proptest! {
     fn memory_is_bounded_by_the_maximum(input in prop::collection::vec(Just(b'x'), 0..2000), max in 1usize..100) {
         let mut f = Framer::new(max);
         for c in input.chunks(7) {
-            f.push(c);
-            if f.take(None, false).too_long {
+            f.buffer().extend_from_slice(c);
+            if f.take(false).too_long {
                 break;
             }
             prop_assert!(f.pending() <= max + 1);

@@ -490,7 +490,7 @@ impl<S: Conn> State<S> {
         } else {
             SystemTime::UNIX_EPOCH
         };
-        let taken = framer.take(None, eof);
+        let taken = framer.take(eof);
         let any = taken.lines.is_some();
         if let Some(lines) = taken.lines {
             match prefix {
