@@ -274,8 +274,11 @@ fn a_malformed_header_is_a_refusal_never_a_line() {
         b"PROXY TCP4 not-an-address 127.0.0.1 1 2\r\n".to_vec(),
         [b"PROXY TCP4 ".as_slice(), &[b'1'; 200], b"\r\n"].concat(),
         bad_version,
+        // LF, not CR LF: refused at once, not at the 5 s deadline.
+        b"PROXY TCP4 192.0.2.1 192.0.2.2 5555 80\nbad\n".to_vec(),
     ] {
         let mut p = s.connect();
+        p.set_timeout(Duration::from_secs(3));
         p.send(&bad).unwrap();
         assert_eq!(
             p.line().as_deref(),
@@ -295,7 +298,7 @@ fn a_malformed_header_is_a_refusal_never_a_line() {
         .text()
         .matches("refused: malformed PROXY header")
         .count()
-        == 5));
+        == 6));
     assert!(s.stop().success());
     assert_eq!(output(&s), "", "header bytes reached the output");
 }

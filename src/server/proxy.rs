@@ -102,6 +102,18 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Header, usize)>, String> {
     if buf[..n] != signature[..n] {
         return Err(format!("it begins with {}", shown(buf)));
     }
+    // A v1 header ends with CR LF: a bare LF in it can never become one,
+    // so it is malformed now, not after the deadline.
+    if first == b'P' {
+        if let Some(nl) = memchr::memchr(b'\n', &buf[..buf.len().min(V1_MAX)]) {
+            if nl == 0 || buf[nl - 1] != b'\r' {
+                return Err(format!(
+                    "bad v1 header {}: it ends with LF, not CR LF",
+                    shown(&buf[..=nl])
+                ));
+            }
+        }
+    }
     let config = ParseConfig {
         include_tlvs: false,
         allow_v1: true,
@@ -257,6 +269,9 @@ mod tests {
         assert!(parse(b"hello\n").is_err());
         assert!(parse(b"PROXX").is_err());
         assert!(parse(b"\r\n\r\nX").is_err());
+        // A bare LF ends nothing: refused at once, not at the deadline.
+        let lf = parse(b"PROXY TCP4 192.0.2.1 192.0.2.2 5555 80\nbad\n");
+        assert!(lf.is_err_and(|e| e.contains("ends with LF, not CR LF")));
         assert!(parse(b"PROXY TCP9 1.2.3.4 1.2.3.4 1 2\r\n").is_err());
         assert!(parse(b"PROXY TCP4 1.2.3.4 1.2.3.4 1 99999\r\n").is_err());
         // No CR LF within 107 bytes.
