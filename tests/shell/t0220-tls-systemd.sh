@@ -10,89 +10,15 @@
 # listeners are reachable from here.
 . "$(dirname "$0")/lib.sh"
 
-[ "$(id -u)" = 0 ] || skip_all "needs root to start systemd in namespaces"
-[ -x /lib/systemd/systemd ] || skip_all "systemd is not installed"
-for c in unshare nsenter script setpriv openssl; do
-	command -v $c >/dev/null || skip_all "$c is not installed"
-done
-for c in /sys/fs/cgroup/unified /sys/fs/cgroup; do
-	[ "$(stat -fc %T $c 2>/dev/null)" = cgroup2fs ] && { CG2=$c; break; }
-done
-[ -n "${CG2:-}" ] || skip_all "no cgroup2 mount"
+. "$ROOT/tests/shell/lib-systemd.sh"
+command -v openssl >/dev/null || skip_all "openssl is not installed"
 # A drop-in moves the TCP socket to 27220, away from t0200's 10008 and
 # 10009 and t0210's 24008 and 24009; the Accept=yes units are not started.
-for p in 27220; do
-	(exec 6<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && skip_all "port $p is in use on this machine"
-done
-
-W=$TRASH/sd
-ID=sockserve-tls-test-$$
-CG=$CG2/$ID
-R=$W/root
-mkdir -p "$R" "$W/ovl"
-cat >"$W/inner.sh" <<EOI
-#!/bin/bash
-set -e
-R=$R; O=$W/ovl
-mount -t tmpfs -o mode=755 sockserve-ovl \$O; mkdir \$O/up \$O/work
-mount -t overlay sockserve-root -o lowerdir=/,upperdir=\$O/up,workdir=\$O/work \$R
-mount -t proc proc \$R/proc
-mount --bind \$R/proc/sys \$R/proc/sys; mount -o remount,bind,ro \$R/proc/sys
-mount -t sysfs -o ro sysfs \$R/sys
-mount -t cgroup2 none \$R/sys/fs/cgroup
-mount -t tmpfs -o mode=755 sockserve-dev \$R/dev
-for d in null zero full random urandom tty; do touch \$R/dev/\$d; mount --bind /dev/\$d \$R/dev/\$d; done
-mkdir \$R/dev/pts \$R/dev/shm; mount -t devpts -o newinstance,ptmxmode=0666 devpts \$R/dev/pts; ln -s pts/ptmx \$R/dev/ptmx
-touch \$R/dev/console; mount --bind "\$(tty)" \$R/dev/console
-mount -t tmpfs -o mode=755 sockserve-run \$R/run
-# The one change to t0200's machinery: systemd makes credentials appear
-# in /run/credentials by mount propagation, so /run must be shared (as
-# systemd's container interface asks). Inside this namespace, which was
-# made with private propagation: no mount reaches the host.
-mount --make-shared \$R/run
-mount -t tmpfs -o mode=1777 sockserve-tmp \$R/tmp
-printf '[Unit]\nDescription=sockserve test idle\n' > \$R/etc/systemd/system/sockserve-test-idle.target
-export container=sockserve-test
-cd \$R
-exec setpriv --bounding-set -sys_module,-sys_time,-sys_boot,-sys_rawio chroot . /lib/systemd/systemd --unit=sockserve-test-idle.target --log-target=console --log-level=info --show-status=no
-EOI
-chmod +x "$W/inner.sh"
-
-sd_cleanup() {
-	set +e
-	[ -n "${LEADER:-}" ] && kill -0 "$LEADER" 2>/dev/null && {
-		kill -RTMIN+3 "$LEADER"
-		for i in $(seq 40); do case $(awk '{print $3}' /proc/$MPID/stat 2>/dev/null) in Z | "") break ;; esac; sleep 0.1; done
-	}
-	[ -d "$CG" ] && { echo 1 >"$CG/cgroup.kill" 2>/dev/null; sleep 0.3; find "$CG" -depth -type d -exec rmdir {} \; 2>/dev/null; }
-	[ -d "$CG" ] && echo "# WARN: $CG left"
-	mount | grep -q "$W" && echo "# WARN: mounts left"
-	cleanup
-}
-trap sd_cleanup EXIT
-
-mkdir "$CG" || skip_all "cannot make a cgroup under $CG2"
-setsid bash -c "echo \$\$ > $CG/cgroup.procs && exec script -qfec 'unshare --pid --fork --mount --cgroup --uts --ipc --propagation private $W/inner.sh' $W/manager.log" </dev/null >/dev/null 2>&1 &
-MPID=$!
-setsid bash -c "echo \$\$ > $CG/cgroup.procs; sleep 120; echo 1 > $CG/cgroup.kill" </dev/null >/dev/null 2>&1 &
-disown -a
-for i in $(seq 50); do
-	for p in $(find "$CG" -name cgroup.procs -exec cat {} +); do
-		[ "$(cat /proc/$p/comm 2>/dev/null)" = systemd ] && [ "$(awk '/^NSpid/{print $NF}' /proc/$p/status)" = 1 ] && LEADER=$p
-	done
-	[ -n "${LEADER:-}" ] && break
-	sleep 0.1
-done
-[ -n "${LEADER:-}" ] || { sed 's/^/# /' "$W/manager.log"; skip_all "systemd did not start here"; }
-E() { timeout 20 nsenter -t "$LEADER" -m -p -u -i -C -r -w "$@"; }
-SC() { E systemctl --no-pager "$@"; }
-for i in $(seq 100); do
-	s=$(SC is-system-running 2>/dev/null)
-	case $s in running | degraded) break ;; esac
-	sleep 0.1
-done
-say "systemd is $s"
-CR=/proc/$LEADER/root
+# systemd makes credentials appear in /run/credentials by mount
+# propagation, so /run must be shared (as systemd's container interface
+# asks); inside a namespace made with private propagation, no mount
+# reaches the host.
+SD_SHARED_RUN=1 sd_boot sockserve-tls-test 120 27220
 
 # Install as shipped: the binaries where the units expect them, the units
 # unchanged; the socket moved by a drop-in.
