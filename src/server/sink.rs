@@ -753,59 +753,59 @@ fn lock<T>(w: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The sink thread: takes every batch that is waiting (up to
 /// `COMMIT_BYTES`), commits them together, answers each.
 fn sink_thread(mut writer: Writer, rx: mpsc::Receiver<Msg>) {
-    let mut pending: Vec<(Vec<u8>, u64, oneshot::Sender<bool>)> = Vec::new();
+    let mut pending = Pending::new();
     while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        let mut bytes = 0;
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Reopen => {
-                    // Commit and answer what came before, then switch.
-                    settle(&mut writer, &mut pending);
-                    writer.reopen();
-                }
-                Msg::Commit { data, lines, done } => {
-                    bytes += data.len();
-                    pending.push((data, lines, done));
-                }
-            }
-            if bytes < COMMIT_BYTES {
-                next = rx.try_recv().ok();
-            }
-        }
+        gather(first, &rx, &mut writer, &mut pending);
         settle(&mut writer, &mut pending);
     }
 }
+
+/// Takes `first` and every message already waiting, up to
+/// `COMMIT_BYTES` of batches, into `pending`; a reopen on the way commits
+/// and answers what came before it, then switches the output. Returns how
+/// many messages it took.
+fn gather(
+    first: Msg,
+    rx: &mpsc::Receiver<Msg>,
+    writer: &mut Writer,
+    pending: &mut Pending,
+) -> usize {
+    let mut next = Some(first);
+    let mut taken = 0;
+    let mut bytes = 0;
+    while let Some(msg) = next.take() {
+        taken += 1;
+        match msg {
+            Msg::Reopen => {
+                settle(writer, pending);
+                writer.reopen();
+            }
+            Msg::Commit { data, lines, done } => {
+                bytes += data.len();
+                pending.push((data, lines, done));
+            }
+        }
+        if bytes < COMMIT_BYTES {
+            next = rx.try_recv().ok();
+        }
+    }
+    taken
+}
+
+/// Batches handed to a sink thread and not yet answered.
+type Pending = Vec<(Vec<u8>, u64, oneshot::Sender<bool>)>;
 
 /// The sink thread of the pipe path: the batches a full pipe left over,
 /// and SIGHUP's reopens, in the order they came. It takes the writer out
 /// of the shared state while it writes (waiting for the reader), so no
 /// connection ever waits for the lock while the pipe is full.
 fn pipe_thread(shared: &PipeShared, rx: mpsc::Receiver<Msg>) {
-    let mut pending: Vec<(Vec<u8>, u64, oneshot::Sender<bool>)> = Vec::new();
+    let mut pending = Pending::new();
     while let Ok(first) = rx.recv() {
         let Some(mut writer) = lock(&shared.state).writer.take() else {
             return;
         };
-        let mut next = Some(first);
-        let mut taken = 0;
-        let mut bytes = 0;
-        while let Some(msg) = next.take() {
-            taken += 1;
-            match msg {
-                Msg::Reopen => {
-                    settle(&mut writer, &mut pending);
-                    writer.reopen();
-                }
-                Msg::Commit { data, lines, done } => {
-                    bytes += data.len();
-                    pending.push((data, lines, done));
-                }
-            }
-            if bytes < COMMIT_BYTES {
-                next = rx.try_recv().ok();
-            }
-        }
+        let taken = gather(first, &rx, &mut writer, &mut pending);
         // Written before the connections may write again, answered after.
         let ok = {
             if pending.is_empty() {
@@ -866,7 +866,7 @@ fn set_nonblocking(f: &File) -> io::Result<()> {
 
 /// Commits the pending batches and answers each of them, leaving none
 /// pending.
-fn settle(writer: &mut Writer, pending: &mut Vec<(Vec<u8>, u64, oneshot::Sender<bool>)>) {
+fn settle(writer: &mut Writer, pending: &mut Pending) {
     if pending.is_empty() {
         return;
     }
