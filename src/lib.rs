@@ -10,15 +10,20 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: the three texts and the line [`protocol::Framer`]; pure
-//!   code, no I/O.
+//! - [`cli`]: both tools' command lines (clap derive), shared with the
+//!   completion generator.
+//! - [`protocol`]: every line either tool puts on the wire (greeting, ack,
+//!   refusal, error line) and the line [`protocol::Framer`]; pure code, no
+//!   I/O.
 //! - [`endpoint`]: addresses (`HOST:PORT`, `[V6]:PORT`, `unix:PATH`,
 //!   `unix:@NAME`), parsed and printed the same way by both tools.
 //! - [`listen`]: where sockets come from: our own binds, `LISTEN_FDS`
 //!   (through `listenfd`), or a connection on standard input; decided once,
 //!   before any thread starts.
-//! - [`server`]: accept loops, the connection limit, signals and the drain,
-//!   one connection's life (`server/conn.rs`), TLS streams in that life
+//! - [`server`]: start-up, the `Acceptor` (accept loops, access rules
+//!   (`server/access.rs`), limits, PROXY headers (`server/proxy.rs`)), the
+//!   `Supervisor` (signals and the drain), one connection's life
+//!   (`server/conn.rs`), TLS streams in that life
 //!   (`server/tls.rs`), the records each line
 //!   becomes (`server/format.rs`: plain, JSON or journal entries), the
 //!   journal's native protocol (`server/journal.rs`) and the output sink
@@ -27,7 +32,7 @@
 //!   to a directory descriptor taken at start, never through a symbolic
 //!   link at the last component.
 //! - [`client`]: sockclient along its data path: `connect` (addresses,
-//!   timeouts, retries, greeting), `input` (standard input to the socket
+//!   timeouts, retries, greeting, TLS in `client/tls.rs`), `input` (standard input to the socket
 //!   through the window of unacked lines), `acks` (the socket's acks to
 //!   standard output), and the run with its verdict.
 //! - [`exit`]: the exit statuses of both tools and [`exit::Failure`], the
@@ -40,7 +45,8 @@
 //!   access rules, limits, logs and records.
 //! - [`notify`]: sd_notify (READY, STATUS, STOPPING, WATCHDOG).
 //! - [`diag`]: diagnostics on standard error (journal priorities, `-q`,
-//!   `-v`) and the duration syntax both tools accept.
+//!   `-v`, a log thread that never lets a stalled standard error block),
+//!   and the escaping of names from outside.
 //! - `bin/sockserve.rs`, `bin/sockclient.rs`: command lines (clap) to a
 //!   config, a run and an exit status; they know no sockets.
 
