@@ -293,6 +293,33 @@ fn raise_nofile() {
     }
 }
 
+/// Runs `one` (a whole connection; given how many this thread has done)
+/// on `threads` threads until `secs` (bounded by `LIMIT`) or a million
+/// connections a thread, and reports the rate.
+fn connrate(threads: u64, secs: f64, one: impl Fn(u64) + Clone + Send + 'static) {
+    let stop = Instant::now() + Duration::from_secs_f64(secs.min(LIMIT.as_secs_f64()));
+    let t = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let one = one.clone();
+            std::thread::spawn(move || {
+                let mut done = 0u64;
+                while Instant::now() < stop && done < 1_000_000 {
+                    one(done);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    let el = t.elapsed().as_secs_f64();
+    println!(
+        "connections={total} seconds={el:.3} conns_per_s={:.0}",
+        total as f64 / el
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -322,37 +349,19 @@ fn main() {
             let threads: u64 = arg(&args, 3, "THREADS");
             let secs: f64 = arg(&args, 4, "SECONDS");
             let proxy = args.get(5).cloned();
-            let stop = Instant::now() + Duration::from_secs_f64(secs.min(LIMIT.as_secs_f64()));
-            let t = Instant::now();
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    let proxy = proxy.clone();
-                    std::thread::spawn(move || {
-                        let mut done = 0u64;
-                        while Instant::now() < stop && done < 1_000_000 {
-                            let header = proxy
-                                .as_deref()
-                                .map(|v| proxy_header(v, 1024 + (done % 60000) as u16, a));
-                            let mut s = connect_with(a, header.as_deref());
-                            s.write_all(b"one line\n")
-                                .unwrap_or_else(|e| die(format!("send: {e}")));
-                            read_acks(&s, 1);
-                            let _ = s.shutdown(std::net::Shutdown::Write);
-                            // Wait for the server's close, so nothing lingers.
-                            let mut b = [0u8; 64];
-                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
-                            done += 1;
-                        }
-                        done
-                    })
-                })
-                .collect();
-            let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
-            let el = t.elapsed().as_secs_f64();
-            println!(
-                "connections={total} seconds={el:.3} conns_per_s={:.0}",
-                total as f64 / el
-            );
+            connrate(threads, secs, move |done| {
+                let header = proxy
+                    .as_deref()
+                    .map(|v| proxy_header(v, 1024 + (done % 60000) as u16, a));
+                let mut s = connect_with(a, header.as_deref());
+                s.write_all(b"one line\n")
+                    .unwrap_or_else(|e| die(format!("send: {e}")));
+                read_acks(&s, 1);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                // Wait for the server's close, so nothing lingers.
+                let mut b = [0u8; 64];
+                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+            });
         }
         "hold" => {
             raise_nofile();
@@ -438,42 +447,24 @@ fn main() {
             let a = addr(&args[3]);
             let threads: u64 = arg(&args, 4, "THREADS");
             let secs: f64 = arg(&args, 5, "SECONDS");
-            let stop = Instant::now() + Duration::from_secs_f64(secs.min(LIMIT.as_secs_f64()));
-            let t = Instant::now();
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    let cfg = cfg.clone();
-                    std::thread::spawn(move || {
-                        let mut done = 0u64;
-                        while Instant::now() < stop && done < 1_000_000 {
-                            let mut s = tls_connect(&cfg, a);
-                            s.write_all(b"one line\n")
-                                .unwrap_or_else(|e| die(format!("send: {e}")));
-                            let mut ack = [0u8; ACK.len()];
-                            s.read_exact(&mut ack)
-                                .unwrap_or_else(|e| die(format!("ack: {e}")));
-                            if ack != ACK {
-                                die("bad ack".into());
-                            }
-                            // close_notify and the half-close; then the
-                            // server's close_notify, so nothing lingers.
-                            s.conn.send_close_notify();
-                            let _ = s.flush();
-                            let _ = s.sock.shutdown(std::net::Shutdown::Write);
-                            let mut b = [0u8; 64];
-                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
-                            done += 1;
-                        }
-                        done
-                    })
-                })
-                .collect();
-            let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
-            let el = t.elapsed().as_secs_f64();
-            println!(
-                "connections={total} seconds={el:.3} conns_per_s={:.0}",
-                total as f64 / el
-            );
+            connrate(threads, secs, move |_| {
+                let mut s = tls_connect(&cfg, a);
+                s.write_all(b"one line\n")
+                    .unwrap_or_else(|e| die(format!("send: {e}")));
+                let mut ack = [0u8; ACK.len()];
+                s.read_exact(&mut ack)
+                    .unwrap_or_else(|e| die(format!("ack: {e}")));
+                if ack != ACK {
+                    die("bad ack".into());
+                }
+                // close_notify and the half-close; then the server's
+                // close_notify, so nothing lingers.
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                let _ = s.sock.shutdown(std::net::Shutdown::Write);
+                let mut b = [0u8; 64];
+                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+            });
         }
         _ => die("usage: see the comment at the top of examples/loadgen.rs".into()),
     }
