@@ -41,6 +41,21 @@ fn send_and_close(addr: &str, lines: &[u8]) {
     drop(c);
 }
 
+/// Connection c's lines (`cC line 1` to `cC line 1000`, as
+/// `send_and_close` callers send them) are all in `out`, whole and in
+/// order, for each of `connections`.
+fn assert_every_connection_whole(out: &str, connections: usize) {
+    for c in 0..connections {
+        let tag = format!("c{c} ");
+        let mine: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
+        let want: Vec<String> = (1..=1000).map(|i| format!("c{c} line {i}")).collect();
+        assert!(
+            mine == want,
+            "connection {c}: lines missing, cut or out of order"
+        );
+    }
+}
+
 fn numbered(n: usize) -> String {
     (1..=n).map(|i| format!("line {i}\n")).collect()
 }
@@ -54,16 +69,7 @@ fn send_and_close_loses_no_line() {
     }
     let got = wait_lines(&s, 20 * 1000);
     assert_eq!(got, 20 * 1000, "stderr:\n{}", s.stderr.text());
-    let out = String::from_utf8(s.output()).unwrap();
-    for c in 0..20 {
-        let tag = format!("c{c} ");
-        let mine: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
-        let want: Vec<String> = (1..=1000).map(|i| format!("c{c} line {i}")).collect();
-        assert!(
-            mine == want,
-            "connection {c}: lines missing, cut or out of order"
-        );
-    }
+    assert_every_connection_whole(&String::from_utf8(s.output()).unwrap(), 20);
 }
 
 /// The acks of a sender that closed stop, and the reading goes on: the
@@ -107,16 +113,7 @@ fn a_failed_ack_write_stops_the_acks_not_the_reading() {
     );
     filler.half_close();
     s.stop_success();
-    let out = String::from_utf8(reader.join().unwrap()).unwrap();
-    for c in 0..5 {
-        let tag = format!("c{c} ");
-        let mine: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
-        let want: Vec<String> = (1..=1000).map(|i| format!("c{c} line {i}")).collect();
-        assert!(
-            mine == want,
-            "connection {c}: lines missing, cut or out of order"
-        );
-    }
+    assert_every_connection_whole(&String::from_utf8(reader.join().unwrap()).unwrap(), 5);
 }
 
 /// `logger --tcp` never reads. Without --receive-only, its kernel
