@@ -909,3 +909,29 @@ pub fn fd_targets(pid: i32) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The lines of a file (none if it is missing), without their newlines.
+pub fn file_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The receipt, checked: every line in `acked` is a line of the output
+/// file `out`. Names up to five that are not, after `what`.
+#[track_caller]
+pub fn assert_acked_were_written<S: AsRef<str>>(acked: &[S], out: &std::path::Path, what: &str) {
+    let written: std::collections::HashSet<String> = file_lines(out).into_iter().collect();
+    let missing: Vec<&str> = acked
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|l| !written.contains(*l))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{what}acked but not written: {missing:?}"
+    );
+}
