@@ -392,6 +392,9 @@ fn inetd_with_stderr_the_journal_stream_means_the_native_journal() {
     let (mut client, server_side) = std::os::unix::net::UnixStream::pair().unwrap();
     let (err_read, err_write) = std::os::unix::net::UnixStream::pair().unwrap();
     let st = nix::sys::stat::fstat(err_write.as_raw_fd()).unwrap();
+    // The line waits in the socket before sockserve starts: it may exit
+    // (no journal) before a write made later could arrive.
+    client.write_all(b"<0>not through the stream\n").unwrap();
     let mut child = Command::new(sockserve_bin())
         .arg("--inetd")
         .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
@@ -400,7 +403,6 @@ fn inetd_with_stderr_the_journal_stream_means_the_native_journal() {
         .stderr(OwnedFd::from(err_write))
         .spawn()
         .unwrap();
-    client.write_all(b"<0>not through the stream\n").unwrap();
     let err = Lines::collect(err_read);
     let st = wait_child(&mut child, WAIT, &err);
     assert_eq!(st.code(), Some(1), "{}", err.text());
