@@ -1,11 +1,11 @@
 //! One connection's life: greeting, then read, frame, commit, ack, until
 //! the client is done, goes idle, breaks a limit, or the server stops.
 
-use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -51,7 +51,11 @@ pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// A connected stream, TCP, Unix or TLS: what the loop below needs of
 /// it.
 pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready when there may be something to read. Polled, not a future
+    /// made per wait: tokio's `poll_read_ready` keeps the task's waker in
+    /// the socket's own slot, where `readable()` links a waiter into a
+    /// list under a lock and out again on every round trip.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
     fn try_write(&mut self, buf: &[u8]) -> io::Result<usize>;
 
@@ -128,8 +132,8 @@ fn read_clearing(
 }
 
 impl Conn for TcpStream {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::readable(self)
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
     }
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         read_clearing(self.as_raw_fd(), buf, |f| {
@@ -142,8 +146,8 @@ impl Conn for TcpStream {
 }
 
 impl Conn for UnixStream {
-    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send {
-        UnixStream::readable(self)
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
     }
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         read_clearing(self.as_raw_fd(), buf, |f| {
@@ -372,6 +376,10 @@ impl<S: Conn> State<S> {
         // which has moved on since: not once per read.
         let timer = tokio::time::sleep_until(far_future().into());
         tokio::pin!(timer);
+        // One wait for the server's phase to change, for as long as it
+        // does not: made again only after it fires, not on every turn.
+        let changed = phase_changed(self.shutdown.clone());
+        tokio::pin!(changed);
         let read_max = if prefix.is_some() {
             PREFIXED_READ
         } else {
@@ -404,12 +412,6 @@ impl<S: Conn> State<S> {
                 .is_none_or(|s| s.bytes < FSYNC_PENDING);
             tokio::select! {
                 biased;
-                r = self.shutdown.changed() => {
-                    if r.is_err() {
-                        return End::Drain;
-                    }
-                    continue;
-                }
                 r = async { (&mut self.syncing.as_mut().and_then(|s| s.batches.front_mut()).expect("a batch waits").0).await }, if waiting => {
                     if let Err(end) = self.synced(r.unwrap_or(false)).await {
                         return end;
@@ -417,10 +419,19 @@ impl<S: Conn> State<S> {
                     last_line = Instant::now();
                     continue;
                 }
-                r = self.stream.readable(), if room => {
+                r = std::future::poll_fn(|cx| self.stream.poll_readable(cx)), if room => {
                     if let Err(e) = r {
                         return End::Error(e);
                     }
+                }
+                // After the reads: the loop's top reads the phase on every
+                // turn; this wait only wakes a connection that waits.
+                (rx, alive) = changed.as_mut() => {
+                    if !alive {
+                        return End::Drain;
+                    }
+                    changed.set(phase_changed(rx));
+                    continue;
                 }
                 _ = &mut timer, if due.is_some() => {
                     match due {
@@ -773,6 +784,13 @@ fn deadline(
             })
         }
     }
+}
+
+/// Waits for the server's phase to change (`false`: the server is gone),
+/// and gives the receiver back for the next wait.
+async fn phase_changed(mut rx: watch::Receiver<Phase>) -> (watch::Receiver<Phase>, bool) {
+    let alive = rx.changed().await.is_ok();
+    (rx, alive)
 }
 
 fn far_future() -> Instant {

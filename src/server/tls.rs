@@ -256,18 +256,18 @@ impl AsRawFd for TlsConn {
 }
 
 impl Conn for TlsConn {
-    async fn readable(&mut self) -> io::Result<()> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.closed || self.has_ciphertext() || self.tcp_eof {
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
         if self
             .tls
             .process_new_packets()
             .is_ok_and(|s| s.plaintext_bytes_to_read() > 0)
         {
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
-        self.tcp.readable().await
+        self.tcp.poll_read_ready(cx)
     }
 
     /// Decrypts what the socket has, up to `buf`'s spare room, without
@@ -461,7 +461,7 @@ pub async fn refuse(tcp: TcpStream, config: Arc<ServerConfig>, line: &[u8]) {
         t.shutdown().await?;
         let mut sink = Vec::with_capacity(4096);
         loop {
-            t.readable().await?;
+            poll_fn(|cx| t.poll_readable(cx)).await?;
             sink.clear();
             match t.try_read_buf(&mut sink) {
                 Ok(0) => return Ok(()),
