@@ -119,6 +119,27 @@ pub fn trim_eol(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+thread_local! {
+    /// One emptied buffer per thread, for the next [`Framer::reserve`] on
+    /// it: a connection frees its buffer after every read that leaves no
+    /// partial line (so an idle one holds none), and the next read would
+    /// otherwise allocate it again, once per round trip.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Keeps a buffer that is done with (its lines written) as this thread's
+/// spare read buffer, in place of the one before; a buffer larger than
+/// any read is freed.
+pub fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() > 0 && buf.capacity() <= SPARE_MAX {
+        buf.clear();
+        SPARE.with(|s| s.set(buf));
+    }
+}
+
+/// The largest buffer kept as a spare: twice the largest read.
+const SPARE_MAX: usize = 128 * 1024;
+
 /// What [`Framer::take`] hands out: complete lines, each ended by a
 /// single `\n` (CR LF folded), ready to be written to the output.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -168,12 +189,36 @@ impl Framer {
     }
 
     /// Releases the buffer's memory when it holds nothing, so an idle
-    /// connection costs no buffer at all.
+    /// connection costs no buffer at all. (It becomes this thread's spare,
+    /// see [`recycle`].)
     pub fn shrink_if_empty(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = Vec::new();
+            recycle(std::mem::take(&mut self.buf));
             self.scanned = 0;
         }
+    }
+
+    /// Makes room for a read of about `chunk` bytes, unless at least half
+    /// of that is free already, and says how much room there is. A framer
+    /// without a buffer takes this thread's spare when it is of that size.
+    pub fn reserve(&mut self, chunk: usize) -> usize {
+        if self.buf.capacity() - self.buf.len() < chunk / 2 {
+            if self.buf.capacity() == 0 {
+                self.buf = SPARE.with(|s| {
+                    let spare = s.take();
+                    if (chunk..=2 * chunk).contains(&spare.capacity()) {
+                        spare
+                    } else {
+                        s.set(spare);
+                        Vec::new()
+                    }
+                });
+            }
+            if self.buf.capacity() - self.buf.len() < chunk / 2 {
+                self.buf.reserve(chunk);
+            }
+        }
+        self.buf.capacity() - self.buf.len()
     }
 
     /// True when the partial line held is already longer than the maximum,
@@ -264,9 +309,14 @@ fn count_lines(body: &[u8], max: usize) -> (u64, Option<usize>) {
             return (count, Some(start));
         }
         // Every other line that ends in the window starts after `first`:
-        // at most `max` bytes with its line ending.
-        let last = memrchr(b'\n', window).unwrap_or(first);
-        count += memchr_iter(b'\n', &window[..=last]).count() as u64;
+        // at most `max` bytes with its line ending. The body ends with a
+        // newline, so a window that reaches its end ends with one too.
+        let last = if start + window.len() == body.len() {
+            window.len() - 1
+        } else {
+            memrchr(b'\n', window).unwrap_or(first)
+        };
+        count += 1 + memchr_iter(b'\n', &window[first + 1..=last]).count() as u64;
         start += last + 1;
     }
     (count, None)

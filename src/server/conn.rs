@@ -447,12 +447,8 @@ impl<S: Conn> State<S> {
                     }
                 }
             }
-            let buf = framer.buffer();
-            if buf.capacity() - buf.len() < chunk / 2 {
-                buf.reserve(chunk);
-            }
-            let spare = buf.capacity() - buf.len();
-            let eof = match self.stream.try_read_buf(buf) {
+            let spare = framer.reserve(chunk);
+            let eof = match self.stream.try_read_buf(framer.buffer()) {
                 Ok(0) => true,
                 Ok(n) => {
                     if n == spare {
@@ -638,7 +634,7 @@ impl<S: Conn> State<S> {
         if self.shared.cfg.receive_only {
             return Ok(());
         }
-        let block = self.shared.ack_block.clone();
+        let block = self.shared.ack_block;
         let per = self.shared.ack_len;
         let mut left = n as usize;
         while left > 0 && self.acks_stopped.is_none() {

@@ -245,8 +245,9 @@ struct Shared {
     /// For the log and `STATUS=`; never read on the data path.
     stats: Stats,
     /// Many ack lines in a row, built once, so that acking n lines is one
-    /// write of a slice of it, not n writes or an allocation.
-    ack_block: Arc<[u8]>,
+    /// write of a slice of it, not n writes or an allocation. Made once
+    /// for the process's life (no count to keep per ack).
+    ack_block: &'static [u8],
     /// The length of one ack line in `ack_block`.
     ack_len: usize,
 }
@@ -275,7 +276,7 @@ pub fn run(cfg: Config, sources: Sources, output: sink::Opened) -> Result<(), Fa
         .map_err(|e| Failure::runtime(format!("cannot start the runtime: {}", describe(&e))))?;
     let shared = Arc::new(Shared {
         ack_len: cfg.texts.ack_line().len(),
-        ack_block: cfg.texts.ack_block(ACK_BLOCK).into(),
+        ack_block: Vec::leak(cfg.texts.ack_block(ACK_BLOCK)),
         cfg: Arc::new(cfg),
         sink,
         stats: Stats::default(),

@@ -156,14 +156,15 @@ impl Writer {
         }
         let result = match &mut self.out {
             Out::File(file) => {
-                let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-                write_all_vectored(file, &mut slices).and_then(|()| {
-                    if self.fsync {
-                        file.sync_data()
-                    } else {
-                        Ok(())
-                    }
-                })
+                let written = if let [one] = bufs {
+                    // One batch, as from a connection's own task: no list.
+                    write_all_vectored(file, &mut [IoSlice::new(one)])
+                } else {
+                    let mut slices: Vec<IoSlice<'_>> =
+                        bufs.iter().map(|b| IoSlice::new(b)).collect();
+                    write_all_vectored(file, &mut slices)
+                };
+                written.and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) })
             }
             Out::Journal(j) => bufs.iter().try_for_each(|b| j.send_framed(b)),
         };
@@ -673,7 +674,11 @@ impl Sink {
     /// the order the lines were handed over, for one connection).
     pub fn submit(&self, data: Vec<u8>, lines: u64) -> Commit {
         match &*self.path {
-            Path::Inline(w) => Commit::Done(lock(w).commit(&[&data], lines)),
+            Path::Inline(w) => {
+                let ok = lock(w).commit(&[&data], lines);
+                crate::protocol::recycle(data);
+                Commit::Done(ok)
+            }
             Path::Pipe(p) => {
                 let mut data = data;
                 let mut st = lock(&p.state);
@@ -682,7 +687,11 @@ impl Sink {
                         return Commit::Done(false);
                     };
                     match w.try_commit(&data, lines) {
-                        Attempt::Done(ok) => return Commit::Done(ok),
+                        Attempt::Done(ok) => {
+                            drop(st);
+                            crate::protocol::recycle(data);
+                            return Commit::Done(ok);
+                        }
                         Attempt::Partial(n) => {
                             data.drain(..n);
                         }
