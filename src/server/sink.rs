@@ -934,7 +934,12 @@ pub fn check_fsync(output: &Output) -> Result<(), String> {
 fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
-        match file.write_vectored(bufs) {
+        // One slice is a plain write(2): the kernel copies no iovec.
+        let wrote = match bufs {
+            [one] => file.write(one),
+            _ => file.write_vectored(bufs),
+        };
+        match wrote {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
