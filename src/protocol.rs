@@ -137,8 +137,9 @@ pub fn recycle(mut buf: Vec<u8>) {
     }
 }
 
-/// The largest buffer kept as a spare: twice the largest read.
-const SPARE_MAX: usize = 128 * 1024;
+/// The largest buffer kept as a spare: half as large again as the
+/// largest read (64 KiB), the most [`Framer::reserve`] takes.
+const SPARE_MAX: usize = 96 * 1024;
 
 /// What [`Framer::take`] hands out: complete lines, each ended by a
 /// single `\n` (CR LF folded), ready to be written to the output.
@@ -200,13 +201,15 @@ impl Framer {
 
     /// Makes room for a read of about `chunk` bytes, unless at least half
     /// of that is free already, and says how much room there is. A framer
-    /// without a buffer takes this thread's spare when it is of that size.
+    /// without a buffer takes this thread's spare when it is of that size
+    /// (at most half as large again: a read fills the whole room, and the
+    /// caller's chunk bounds what a connection holds).
     pub fn reserve(&mut self, chunk: usize) -> usize {
         if self.buf.capacity() - self.buf.len() < chunk / 2 {
             if self.buf.capacity() == 0 {
                 self.buf = SPARE.with(|s| {
                     let spare = s.take();
-                    if (chunk..=2 * chunk).contains(&spare.capacity()) {
+                    if (chunk..=chunk + chunk / 2).contains(&spare.capacity()) {
                         spare
                     } else {
                         s.set(spare);
@@ -337,6 +340,28 @@ mod tests {
 
     fn lines(f: &mut Framer) -> Vec<u8> {
         f.take(false).lines.map(|l| l.data).unwrap_or_default()
+    }
+
+    #[test]
+    fn an_emptied_buffer_serves_the_next_read_of_its_size() {
+        // Tests run on threads of their own: this one's spare is its own.
+        let mut f = Framer::new(100);
+        assert!(f.reserve(4096) >= 4096);
+        f.buffer().extend_from_slice(b"one\n");
+        let lines = f.take(false).lines.unwrap();
+        let at = lines.data.as_ptr();
+        recycle(lines.data);
+        assert_eq!(f.reserve(4096), 4096);
+        assert_eq!(f.buffer().as_ptr(), at, "the spare was not taken");
+        // A spare much larger than the read is not: a connection holds
+        // no more than its chunk asks for.
+        f.shrink_if_empty();
+        recycle(Vec::with_capacity(64 * 1024));
+        assert_eq!(f.reserve(4096), 4096);
+        // Nor one larger than any read.
+        f.shrink_if_empty();
+        recycle(Vec::with_capacity(SPARE_MAX + 1));
+        assert_eq!(SPARE.with(|s| s.take()).capacity(), 4096);
     }
 
     #[test]
