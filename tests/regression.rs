@@ -97,6 +97,63 @@ fn batches_pending_at_sighup_are_written_once() {
     assert_eq!(lines.len(), 8 * 50_000, "duplicates after {hups} SIGHUPs");
 }
 
+/// A SIGKILL (`kill -9`, the OOM killer) stops a write to a file at a
+/// page boundary, so a killed sockserve can leave its output ending in
+/// part of a line, a line it never acked. The next sockserve appending
+/// to that file (systemd restarting it) glued its first line to that
+/// part: the client's acked `line 1` was in the file only as
+/// `linline 1`. sockserve now ends such a part with a newline first,
+/// and says so.
+#[test]
+fn an_output_left_mid_line_by_a_killed_writer_is_ended_before_new_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let stdout_log = dir.path().join("stdout.log");
+    for path in [&log, &stdout_log] {
+        std::fs::write(path, b"earlier line\nlin").unwrap();
+    }
+    // As -o FILE, and as a standard output appending to the file (a
+    // shell's >>, systemd's StandardOutput=append:).
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&stdout_log)
+        .unwrap();
+    let servers = [
+        Server::start(&["-o", log.to_str().unwrap(), "127.0.0.1:0"]),
+        ServerBuilder::new(&["127.0.0.1:0"])
+            .stdout(appended.into())
+            .start(),
+    ];
+    for (s, path) in servers.iter().zip([&log, &stdout_log]) {
+        s.stderr.wait_for("ended in the middle of a line");
+        let r = run_client(&[s.addr()], b"line 1\n");
+        assert_eq!(r.code(), 0, "{}", r.stderr);
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            b"earlier line\nlin\nline 1\n",
+            "{}",
+            path.display()
+        );
+    }
+    // An output that ends with its newline gets nothing added.
+    let whole = dir.path().join("whole.log");
+    std::fs::write(&whole, b"earlier line\n").unwrap();
+    let s = Server::start(&["-o", whole.to_str().unwrap(), "127.0.0.1:0"]);
+    let r = run_client(&[s.addr()], b"line 1\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(std::fs::read(&whole).unwrap(), b"earlier line\nline 1\n");
+    // On SIGHUP, the file reopened is checked as well (a logrotate that
+    // put back a file some killed writer left).
+    std::fs::rename(&whole, dir.path().join("whole.log.1")).unwrap();
+    std::fs::write(&whole, b"part").unwrap();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    s.stderr.wait_for("ended in the middle of a line");
+    s.stderr.wait_for("reopened output");
+    let r = run_client(&[s.addr()], b"line 2\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(std::fs::read(&whole).unwrap(), b"part\nline 2\n");
+}
+
 /// sockclient exited 0 when the server closed the connection while its
 /// standard input still had lines to come, because every line sent so
 /// far had been acked: `cat file | sockclient` could lose the rest of

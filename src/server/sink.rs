@@ -234,7 +234,8 @@ impl Writer {
         }
     }
 
-    fn switch(&mut self, file: File) {
+    fn switch(&mut self, mut file: File) {
+        end_torn_line(&mut file, &self.output);
         if self.nonblocking {
             if let Err(e) = set_nonblocking(&file) {
                 crate::error!(
@@ -575,6 +576,42 @@ fn open_at_start(output: &Output) -> Result<Opened, StartError> {
     .map_err(|e| StartError::Failed(format!("cannot use {output} as output: {}", describe(&e))))
 }
 
+/// A regular file whose last byte is not a newline ends in part of a
+/// line, left by a writer stopped mid-write (a SIGKILL stops a write to a
+/// file at a page boundary; sockserve had not acknowledged that line).
+/// Appending to it would glue the next line to that part, so it is ended
+/// with a newline first, and the log says so. A file that cannot be read
+/// back (no read permission) is left as it is.
+fn end_torn_line(file: &mut File, output: &Output) {
+    use std::os::unix::fs::FileExt;
+    let Ok(meta) = file.metadata() else { return };
+    if !meta.is_file() || meta.len() == 0 {
+        return;
+    }
+    // The output is open for appending only: its last byte is read
+    // through a read-only descriptor of the same file.
+    let last = File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).and_then(|r| {
+        let mut b = [0u8; 1];
+        r.read_exact_at(&mut b, meta.len() - 1).map(|()| b[0])
+    });
+    match last {
+        Ok(b'\n') => {}
+        Ok(_) => match file.write_all(b"\n") {
+            Ok(()) => crate::warn!(
+                "output {output} ended in the middle of a line (a writer was stopped mid-write, as by kill -9, before that line was acknowledged); a newline now ends it, and new lines start after it"
+            ),
+            Err(e) => crate::warn!(
+                "output {output} ends in the middle of a line, and a newline to end it could not be written: {}",
+                describe(&e)
+            ),
+        },
+        Err(e) => crate::debug!(
+            "cannot read the last byte of output {output} ({}); not checked for a partial last line",
+            describe(&e)
+        ),
+    }
+}
+
 /// Whether writes to `file` can never wait for a reader.
 fn never_blocks(file: &File) -> bool {
     use std::os::unix::fs::FileTypeExt;
@@ -599,6 +636,9 @@ impl Sink {
         failed: watch::Sender<Option<String>>,
     ) -> Result<Sink, String> {
         let Opened { mut out, target } = opened;
+        if let Out::File(f) = &mut out {
+            end_torn_line(f, &output);
+        }
         let lines = Arc::new(AtomicU64::new(0));
         let inline = !fsync && matches!(&out, Out::File(f) if never_blocks(f));
         let mut nonblocking = false;
