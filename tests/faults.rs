@@ -53,6 +53,59 @@ fn resets_mid_stream() {
     assert_acked_were_written(&acked, &out, "");
 }
 
+/// Fault: a client resets the connection right after a line cut short,
+/// as `logger --tcp` does when it closes with acks unread (its kernel
+/// sends a reset and drops what it had not sent yet), 20 times. Once the
+/// ack write has taken the reset, the next read returns 0, as at a clean
+/// end of stream; the cut line was then written as a last line (a
+/// `logger` message ending in `tzKnown=`). Pass: the lines before it are
+/// written, the cut one never is, and the log counts it as not written.
+#[test]
+fn a_line_cut_by_a_reset_is_not_written_as_a_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let s = Server::start(&["-o", out.to_str().unwrap(), "127.0.0.1:0"]);
+    for i in 0..20 {
+        let mut p = Peer::connect(s.addr()).greeted();
+        p.send(format!("first{i}\n").as_bytes()).unwrap();
+        assert_eq!(p.line().as_deref(), Some(ACK));
+        // A whole line and the start of one, then the reset.
+        p.send(format!("whole{i}\ncut{i}").as_bytes()).unwrap();
+        let Peer::Tcp(t) = p else { unreachable!() };
+        nix::sys::socket::setsockopt(
+            &t,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(t);
+    }
+    assert!(eventually(WAIT, || s
+        .stderr
+        .text()
+        .matches("closed (")
+        .count()
+        >= 20));
+    let text = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    for i in 0..20 {
+        assert!(text.contains(&format!("first{i}\n")), "{text}");
+        assert!(
+            !text.lines().any(|l| l == format!("cut{i}")),
+            "a cut line was written whole:\n{text}\n{}",
+            s.stderr.text()
+        );
+    }
+    assert!(
+        s.stderr.text().contains("a partial last line of"),
+        "{}",
+        s.stderr.text()
+    );
+    s.stderr.assert_lacks("panicked");
+}
+
 /// Fault: kill -9 of the server while 10 clients stream, 10 times. Pass:
 /// every line any client saw acked is in the output file.
 #[test]

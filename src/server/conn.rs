@@ -470,7 +470,12 @@ impl<S: Conn> State<S> {
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
-            match self.deliver(framer, prefix, eof).await {
+            // A client that reset the connection (the ack write took the
+            // reset, so this read's 0 looks like a clean end) may have
+            // been cut off mid-line: a partial last line is then not a
+            // line, and is counted as not written.
+            let clean_end = eof && self.acks_stopped.is_none();
+            match self.deliver(framer, prefix, clean_end).await {
                 Err(end) => return end,
                 Ok(true) => last_line = Instant::now(),
                 Ok(false) => {}
