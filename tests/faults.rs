@@ -27,15 +27,7 @@ fn resets_mid_stream() {
         let data: String = (0..1000).map(|j| format!("reset{i}:{j}\n")).collect();
         let _ = p.send(data.as_bytes());
         let Peer::Tcp(t) = p else { unreachable!() };
-        nix::sys::socket::setsockopt(
-            &t,
-            nix::sys::socket::sockopt::Linger,
-            &nix::libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            },
-        )
-        .unwrap();
+        linger_zero(&t);
         drop(t);
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -72,15 +64,7 @@ fn a_line_cut_by_a_reset_is_not_written_as_a_last_line() {
         // A whole line and the start of one, then the reset.
         p.send(format!("whole{i}\ncut{i}").as_bytes()).unwrap();
         let Peer::Tcp(t) = p else { unreachable!() };
-        nix::sys::socket::setsockopt(
-            &t,
-            nix::sys::socket::sockopt::Linger,
-            &nix::libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            },
-        )
-        .unwrap();
+        linger_zero(&t);
         drop(t);
     }
     assert!(eventually(WAIT, || s

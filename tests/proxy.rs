@@ -236,15 +236,7 @@ fn a_health_check_that_connects_and_closes_is_not_an_error() {
     // And one that resets.
     let p = s.connect();
     if let Peer::Tcp(t) = &p {
-        nix::sys::socket::setsockopt(
-            t,
-            nix::sys::socket::sockopt::Linger,
-            &nix::libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            },
-        )
-        .unwrap();
+        linger_zero(t);
     }
     drop(p);
     let mut p = proxied(&s, &v1_tcp4("192.0.2.7", 40000));

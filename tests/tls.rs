@@ -657,15 +657,7 @@ fn resets_mid_stream_over_tls_lose_no_acked_line() {
         let data: String = (0..1000).map(|j| format!("reset{i}:{j}\n")).collect();
         let _ = c.write_all(data.as_bytes());
         let _ = c.flush();
-        nix::sys::socket::setsockopt(
-            &c.sock,
-            nix::sys::socket::sockopt::Linger,
-            &nix::libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            },
-        )
-        .unwrap();
+        linger_zero(&c.sock);
         drop(c);
     }
     eventually(WAIT, || {

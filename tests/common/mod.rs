@@ -935,3 +935,17 @@ pub fn assert_acked_were_written<S: AsRef<str>>(acked: &[S], out: &std::path::Pa
         "{what}acked but not written: {missing:?}"
     );
 }
+
+/// Makes closing `sock` a reset (SO_LINGER 0), as a client that aborts,
+/// or one that closes with data unread, does.
+pub fn linger_zero(sock: &impl std::os::fd::AsFd) {
+    nix::sys::socket::setsockopt(
+        sock,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+}
