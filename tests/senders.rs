@@ -72,6 +72,45 @@ fn send_and_close_loses_no_line() {
     assert_every_connection_whole(&String::from_utf8(s.output()).unwrap(), 20);
 }
 
+/// A Unix socket has no reset: a sender that writes and closes without
+/// reading delivers every byte, so its last line without a newline is a
+/// line, even though the server's ack write failed (the peer is gone),
+/// unlike over TCP, where the close with acks unread is a reset that may
+/// have cut it.
+#[test]
+fn a_unix_sender_that_closes_without_reading_keeps_its_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let addr = format!("unix:{}", path.display());
+    let s = Server::start(&[&addr]);
+    for c in 0..20 {
+        let mut u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        if c % 2 == 1 {
+            // The greeting is queued, unread, when it closes: Linux then
+            // fails the server's next read with ECONNRESET, once, after
+            // every byte the sender wrote.
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&u), PollFlags::POLLIN)];
+            assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(1));
+        }
+        u.write_all(format!("c{c} first\nc{c} last").as_bytes())
+            .unwrap();
+        drop(u);
+    }
+    let got = wait_lines(&s, 40);
+    let out = String::from_utf8(s.output()).unwrap();
+    for c in 0..20 {
+        let tag = format!("c{c} ");
+        let mine: Vec<&str> = out.lines().filter(|l| l.starts_with(&tag)).collect();
+        assert_eq!(
+            mine,
+            [format!("c{c} first"), format!("c{c} last")],
+            "{got} lines:\n{out}\n{}",
+            s.stderr.text()
+        );
+    }
+}
+
 /// The acks of a sender that closed stop, and the reading goes on: the
 /// output stalls (a pipe nobody reads, filled by another client), so the
 /// senders' lines wait in sockserve's receive queues while the senders

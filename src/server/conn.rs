@@ -65,6 +65,15 @@ pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
         false
     }
 
+    /// Whether a client that made a write to it fail may have been cut off
+    /// mid-stream: over TCP that failure is a reset, which discards what
+    /// the client's kernel had not sent yet. A Unix socket has no reset:
+    /// its peer's close delivers every byte written before it (the
+    /// ECONNRESET a read may then get comes after them all).
+    fn may_be_cut(&self) -> bool {
+        true
+    }
+
     /// Whether the client has sent something not read yet (bytes, its end
     /// of stream, or an error to report), asked of the kernel itself, not
     /// of cached readiness: after a pause of the whole server, the timer
@@ -148,6 +157,9 @@ impl Conn for TcpStream {
 impl Conn for UnixStream {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+    fn may_be_cut(&self) -> bool {
+        false
     }
     fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         read_clearing(self.as_raw_fd(), buf, |f| {
@@ -467,6 +479,14 @@ impl<S: Conn> State<S> {
                     framer.shrink_if_empty();
                     continue;
                 }
+                // A Unix peer that closed with bytes of ours unread makes
+                // this read fail once with ECONNRESET, but everything it
+                // wrote has been read: its end of stream.
+                Err(e)
+                    if e.kind() == io::ErrorKind::ConnectionReset && !self.stream.may_be_cut() =>
+                {
+                    true
+                }
                 Err(e) => return End::Error(e),
             };
             last_byte = Instant::now();
@@ -474,7 +494,7 @@ impl<S: Conn> State<S> {
             // reset, so this read's 0 looks like a clean end) may have
             // been cut off mid-line: a partial last line is then not a
             // line, and is counted as not written.
-            let clean_end = eof && self.acks_stopped.is_none();
+            let clean_end = eof && (self.acks_stopped.is_none() || !self.stream.may_be_cut());
             match self.deliver(framer, prefix, clean_end).await {
                 Err(end) => return end,
                 Ok(true) => last_line = Instant::now(),
