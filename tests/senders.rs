@@ -72,6 +72,44 @@ fn send_and_close_loses_no_line() {
     assert_every_connection_whole(&String::from_utf8(s.output()).unwrap(), 20);
 }
 
+/// A sender that half-closes after its last line (`socat -u`, `ncat
+/// --send-only`, `printf ... | nc -N`) and then closes with acks unread
+/// sent its whole stream: its kernel's reset comes after the FIN, and
+/// Linux then fails the server's ack write with EPIPE, not ECONNRESET.
+/// Its last line without a newline is a line. The server is stopped
+/// (SIGSTOP) while the sender does all that, so that the FIN and the reset
+/// are both there before the server reads and acks.
+#[test]
+fn a_tcp_sender_that_half_closed_before_its_reset_keeps_its_last_line() {
+    let s = Server::start(&["127.0.0.1:0"]);
+    for i in 0..5 {
+        let mut p = s.connect().greeted();
+        p.send(format!("a{i}\n").as_bytes()).unwrap();
+        assert_eq!(p.line().as_deref(), Some(ACK));
+        s.signal(nix::sys::signal::Signal::SIGSTOP);
+        p.send(format!("b{i}\nc{i}").as_bytes()).unwrap();
+        let Peer::Tcp(t) = p else { unreachable!() };
+        t.shutdown(std::net::Shutdown::Write).unwrap();
+        // The reset a close with acks unread sends.
+        linger_zero(&t);
+        drop(t);
+        s.signal(nix::sys::signal::Signal::SIGCONT);
+        s.stderr.wait_for(": closed (");
+    }
+    assert!(eventually(WAIT, || {
+        s.stderr.text().matches(": closed (").count() >= 5
+    }));
+    let out = String::from_utf8(s.output()).unwrap();
+    for i in 0..5 {
+        let want = [format!("a{i}"), format!("b{i}"), format!("c{i}")];
+        let mine: Vec<&str> = out
+            .lines()
+            .filter(|l| l.ends_with(&i.to_string()))
+            .collect();
+        assert_eq!(mine, want, "{out}\n{}", s.stderr.text());
+    }
+}
+
 /// A Unix socket has no reset: a sender that writes and closes without
 /// reading delivers every byte, so its last line without a newline is a
 /// line, even though the server's ack write failed (the peer is gone),

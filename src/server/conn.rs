@@ -493,8 +493,14 @@ impl<S: Conn> State<S> {
             // A client that reset the connection (the ack write took the
             // reset, so this read's 0 looks like a clean end) may have
             // been cut off mid-line: a partial last line is then not a
-            // line, and is counted as not written.
-            let clean_end = eof && (self.acks_stopped.is_none() || !self.stream.may_be_cut());
+            // line, and is counted as not written. Not so when its FIN
+            // came first (its whole stream is here): Linux then fails the
+            // write with EPIPE, a reset without a FIN with ECONNRESET.
+            let cut = self
+                .acks_stopped
+                .as_ref()
+                .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionReset);
+            let clean_end = eof && !(cut && self.stream.may_be_cut());
             match self.deliver(framer, prefix, clean_end).await {
                 Err(end) => return end,
                 Ok(true) => last_line = Instant::now(),
