@@ -16,6 +16,16 @@
 //!   paused: `senders::a_non_blocking_stdout_pipe_waits_for_its_reader`.
 //! - `--max-line 18446744073709551615` made every connection panic:
 //!   `senders::max_line_beyond_what_the_server_can_hold_is_a_usage_error`.
+//! - An output file sockserve cannot read back was not checked for a
+//!   partial last line, and said so only at debug level:
+//!   `access::an_output_that_cannot_be_read_back_is_a_warning`.
+//! - A sender that half-closed before its reset (`socat -u`) lost its
+//!   last line without a newline, and a Unix sender that closed without
+//!   reading did too:
+//!   `senders::a_tcp_sender_that_half_closed_before_its_reset_keeps_its_last_line`,
+//!   `senders::a_unix_sender_that_closes_without_reading_keeps_its_last_line`;
+//!   a line cut by a reset was written whole:
+//!   `faults::a_line_cut_by_a_reset_is_not_written_as_a_last_line`.
 
 mod common;
 
@@ -152,6 +162,36 @@ fn an_output_left_mid_line_by_a_killed_writer_is_ended_before_new_lines() {
     let r = run_client(&[s.addr()], b"line 2\n");
     assert_eq!(r.code(), 0, "{}", r.stderr);
     assert_eq!(std::fs::read(&whole).unwrap(), b"part\nline 2\n");
+}
+
+/// The check above took another process appending to the same file for
+/// a killed writer: while a large write(2) runs, the file's size grows
+/// page by page, so its last byte is often not yet the newline that ends
+/// the block, and sockserve wrote a newline after it, a blank line nobody
+/// sent, and warned of a crash (a hostile review: 104 blank lines in 100
+/// SIGHUPs beside a process appending 8 MB blocks). A file that grows
+/// while it looks is now left alone. Here the other writer is slow within
+/// one line, a byte every 2 ms, while sockserve reopens the file.
+#[test]
+fn another_process_appending_to_the_output_is_not_taken_for_a_killed_writer() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("shared.log");
+    std::fs::write(&log, b"").unwrap();
+    let s = Server::start(&["-o", log.to_str().unwrap(), "127.0.0.1:0"]);
+    let mut other = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    other.write_all(b"the other writer's line").unwrap();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    let start = std::time::Instant::now();
+    while !s.stderr.text().contains("reopened output") && start.elapsed() < WAIT {
+        other.write_all(b".").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    other.write_all(b"\n").unwrap();
+    s.stderr.wait_for("reopened output");
+    let text = String::from_utf8(std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text:?}\n{}", s.stderr.text());
+    s.stderr.assert_lacks("ended in the middle of a line");
 }
 
 /// sockclient exited 0 when the server closed the connection while its

@@ -234,8 +234,7 @@ impl Writer {
         }
     }
 
-    fn switch(&mut self, mut file: File) {
-        end_torn_line(&mut file, &self.output);
+    fn switch(&mut self, file: File) {
         if self.nonblocking {
             if let Err(e) = set_nonblocking(&file) {
                 crate::error!(
@@ -260,7 +259,10 @@ fn reopen_target(target: Option<&Target>, output: &Output) -> Option<File> {
         return None;
     };
     match open_output(&t.at, Some(t.kind)) {
-        Ok((file, _)) => Some(file),
+        Ok((mut file, _)) => {
+            end_torn_line(&mut file, output);
+            Some(file)
+        }
         Err(e) => {
             crate::error!("cannot reopen output {output}: {e}; still writing to the old one");
             None
@@ -580,36 +582,64 @@ fn open_at_start(output: &Output) -> Result<Opened, StartError> {
 /// line, left by a writer stopped mid-write (a SIGKILL stops a write to a
 /// file at a page boundary; sockserve had not acknowledged that line).
 /// Appending to it would glue the next line to that part, so it is ended
-/// with a newline first, and the log says so. A file that cannot be read
-/// back (no read permission) is left as it is.
+/// with a newline first, and the log says so. Never on a runtime worker,
+/// nor under the writer's lock: it may wait [`SETTLE`].
+///
+/// Another process appending to the same file shows a size that grows
+/// page by page while it writes, so a last byte that is not a newline is
+/// looked at again after [`SETTLE`]: if the file grew meanwhile, somebody
+/// is writing it, and it is left alone. A file that cannot be read back
+/// (no read permission) is left as it is, with a warning.
 fn end_torn_line(file: &mut File, output: &Output) {
-    use std::os::unix::fs::FileExt;
-    let Ok(meta) = file.metadata() else { return };
-    if !meta.is_file() || meta.len() == 0 {
-        return;
+    match ends_mid_line(file) {
+        Ok(None) => return,
+        Ok(Some(len)) => {
+            std::thread::sleep(SETTLE);
+            match ends_mid_line(file) {
+                Ok(Some(again)) if again == len => {}
+                Ok(_) => {
+                    crate::debug!("output {output} is being written by another process; not checked for a partial last line");
+                    return;
+                }
+                Err(e) => return cannot_check(output, &e),
+            }
+        }
+        Err(e) => return cannot_check(output, &e),
     }
-    // The output is open for appending only: its last byte is read
-    // through a read-only descriptor of the same file.
-    let last = File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).and_then(|r| {
-        let mut b = [0u8; 1];
-        r.read_exact_at(&mut b, meta.len() - 1).map(|()| b[0])
-    });
-    match last {
-        Ok(b'\n') => {}
-        Ok(_) => match file.write_all(b"\n") {
-            Ok(()) => crate::warn!(
-                "output {output} ended in the middle of a line (a writer was stopped mid-write, as by kill -9, before that line was acknowledged); a newline now ends it, and new lines start after it"
-            ),
-            Err(e) => crate::warn!(
-                "output {output} ends in the middle of a line, and a newline to end it could not be written: {}",
-                describe(&e)
-            ),
-        },
-        Err(e) => crate::debug!(
-            "cannot read the last byte of output {output} ({}); not checked for a partial last line",
+    match file.write_all(b"\n") {
+        Ok(()) => crate::warn!(
+            "output {output} ended in the middle of a line (a writer was stopped mid-write, as by kill -9, before that line was acknowledged); a newline now ends it, and new lines start after it"
+        ),
+        Err(e) => crate::warn!(
+            "output {output} ends in the middle of a line, and a newline to end it could not be written: {}",
             describe(&e)
         ),
     }
+}
+
+/// How long [`end_torn_line`] waits before it looks again.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// `Some(size)` when `file` is a regular file that does not end with a
+/// newline; its last byte is read through a read-only descriptor of the
+/// same file (the output is open for appending only).
+fn ends_mid_line(file: &File) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(None);
+    }
+    let reader = File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let mut b = [0u8; 1];
+    reader.read_exact_at(&mut b, meta.len() - 1)?;
+    Ok((b[0] != b'\n').then_some(meta.len()))
+}
+
+fn cannot_check(output: &Output, e: &io::Error) {
+    crate::warn!(
+        "cannot read the end of output {output} ({}): if a writer was killed in the middle of a line, the next line is glued to that part; let sockserve's user read the file",
+        describe(e)
+    );
 }
 
 /// Whether writes to `file` can never wait for a reader.
