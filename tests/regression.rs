@@ -145,6 +145,23 @@ fn an_output_left_mid_line_by_a_killed_writer_is_ended_before_new_lines() {
             path.display()
         );
     }
+    // A standard output not opened for appending (a shell's 1<>,
+    // systemd's StandardOutput=file:) is written at its offset, here 0: a
+    // newline there overwrote the file's first byte. It is left alone.
+    let rw = dir.path().join("rw.log");
+    std::fs::write(&rw, b"OLD1\nOLD2 torn").unwrap();
+    let at_start = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&rw)
+        .unwrap();
+    let s = ServerBuilder::new(&["127.0.0.1:0"])
+        .stdout(at_start.into())
+        .start();
+    let r = run_client(&[s.addr()], b"new1\n");
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(std::fs::read(&rw).unwrap(), b"new1\nOLD2 torn");
+    s.stderr.assert_lacks("ended in the middle of a line");
     // An output that ends with its newline gets nothing added.
     let whole = dir.path().join("whole.log");
     std::fs::write(&whole, b"earlier line\n").unwrap();

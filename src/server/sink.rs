@@ -629,6 +629,15 @@ fn ends_mid_line(file: &File) -> io::Result<Option<u64>> {
     if !meta.is_file() || meta.len() == 0 {
         return Ok(None);
     }
+    // Only a file written at its end: a standard output opened without
+    // O_APPEND (a shell's 1<>, systemd's StandardOutput=file:) is written
+    // where its offset is, and a newline there would overwrite a byte.
+    let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+    if nix::fcntl::OFlag::from_bits_truncate(flags) & nix::fcntl::OFlag::O_APPEND
+        != nix::fcntl::OFlag::O_APPEND
+    {
+        return Ok(None);
+    }
     let reader = File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
     let mut b = [0u8; 1];
     reader.read_exact_at(&mut b, meta.len() - 1)?;
