@@ -94,13 +94,23 @@ fn kernel_can_write(fd: std::os::fd::RawFd) -> bool {
 }
 
 /// Whether the kernel holds input (or an end, or an error) for `fd`.
+/// Asked with poll(2), not a peeking recv(2): a peek on an empty queue
+/// takes the socket's pending error (a reset) for itself, and the read
+/// after it would then see a clean end of stream.
 pub fn kernel_has_input(fd: std::os::fd::RawFd) -> bool {
-    use nix::sys::socket::{recv, MsgFlags};
-    let mut b = [0u8; 1];
-    !matches!(
-        recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
-        Err(nix::errno::Errno::EAGAIN)
-    )
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // SAFETY: the caller holds the socket open for the length of the call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut fds = [PollFd::new(
+        bfd,
+        PollFlags::POLLIN | PollFlags::from_bits_retain(nix::libc::POLLRDHUP),
+    )];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => true,
+        // Cannot tell: say yes, so that the read finds out.
+        Err(_) => true,
+    }
 }
 
 /// Reads into the spare capacity of `buf` through `try_io`, so that a read
@@ -841,6 +851,34 @@ mod tests {
             at(byte),
         )
         .map(|(d, why)| (d, why.to_string()))
+    }
+
+    /// A reset with nothing queued: asking whether there is input must
+    /// leave the reset to the read, or the read sees a clean end and a
+    /// partial last line cut by the reset is written as a line.
+    #[test]
+    fn asking_for_input_leaves_a_reset_to_the_read() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        nix::sys::socket::setsockopt(
+            &c,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(c);
+        let start = Instant::now();
+        while !kernel_has_input(s.as_raw_fd()) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(kernel_has_input(s.as_raw_fd()));
+        let e = (&s).read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
     }
 
     #[test]
