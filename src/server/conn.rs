@@ -74,6 +74,13 @@ pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
         true
     }
 
+    /// Whether a write of the stream's own (not the acks') met a reset
+    /// without a FIN before it: a TLS stream sends records of its own
+    /// while it reads.
+    fn was_reset(&self) -> bool {
+        false
+    }
+
     /// Whether the client has sent something not read yet (bytes, its end
     /// of stream, or an error to report), asked of the kernel itself, not
     /// of cached readiness: after a pause of the whole server, the timer
@@ -509,7 +516,8 @@ impl<S: Conn> State<S> {
             let cut = self
                 .acks_stopped
                 .as_ref()
-                .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionReset);
+                .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionReset)
+                || self.stream.was_reset();
             let clean_end = eof && !(cut && self.stream.may_be_cut());
             match self.deliver(framer, prefix, clean_end).await {
                 Err(end) => return end,

@@ -60,6 +60,12 @@ pub struct TlsConn {
     eof_fed: bool,
     /// Our `close_notify` was queued.
     sent_close: bool,
+    /// The client's input ended with its `close_notify`: nothing of it
+    /// was cut, whatever the TCP connection did after.
+    notified: bool,
+    /// A write of records rustls queued on its own (an ack's, a ticket)
+    /// failed while reading: how. The reading goes on.
+    write_failed: Option<io::ErrorKind>,
 }
 
 /// A failed TLS record or handshake, with the reason in words.
@@ -99,6 +105,8 @@ impl TlsConn {
             closed: false,
             eof_fed: false,
             sent_close: false,
+            notified: false,
+            write_failed: None,
         }
     }
 
@@ -147,10 +155,18 @@ impl TlsConn {
             return Err(tls_error(&e));
         }
         if self.tls.wants_write() {
-            // A key update or a ticket: sent now if it fits, else with
-            // the next write.
+            // A key update, a ticket, an ack's record: sent now if it
+            // fits, else with the next write. A client that went away
+            // (a reset, a closed reading side) fails it, but what it sent
+            // before is still to be read: the failure is noted, and the
+            // acks' own write reports it.
             match self.flush_now() {
-                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    if self.tls.is_handshaking() {
+                        return Err(e);
+                    }
+                    self.write_failed.get_or_insert(e.kind());
+                }
                 _ => {}
             }
         }
@@ -234,6 +250,7 @@ impl TlsConn {
             Ok(0) => {
                 // The client's close_notify.
                 self.closed = true;
+                self.notified = true;
                 Ok(Some(0))
             }
             Ok(n) => Ok(Some(n)),
@@ -316,6 +333,15 @@ impl Conn for TlsConn {
 
     fn has_input(&self) -> bool {
         self.closed || self.has_ciphertext() || self.tcp_eof || kernel_has_input(self.as_raw_fd())
+    }
+
+    /// After the client's `close_notify` nothing was cut.
+    fn may_be_cut(&self) -> bool {
+        !self.notified
+    }
+
+    fn was_reset(&self) -> bool {
+        self.write_failed == Some(io::ErrorKind::ConnectionReset)
     }
 }
 
