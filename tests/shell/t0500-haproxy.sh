@@ -11,14 +11,24 @@ fi
 command -v haproxy >/dev/null ||
 	skip_all "haproxy not installed (Debian package haproxy; scripts/test installs it as root): HAProxy NOT tested"
 
-FRONT_PORT=25008 PORT_A=25011 PORT_B=25012
+FRONT_PORT=25008 PORT_A=25011 PORT_B=25012 READY_PORT=25013
 FRONT=127.0.0.1:$FRONT_PORT
-free_port_or_skip $FRONT_PORT $PORT_A $PORT_B
+free_port_or_skip $FRONT_PORT $PORT_A $PORT_B $READY_PORT
 
 sed -e "s/127\.0\.0\.1:10008/127.0.0.1:$FRONT_PORT/" \
 	-e "s/127\.0\.0\.1:10011/127.0.0.1:$PORT_A/" \
 	-e "s/127\.0\.0\.1:10012/127.0.0.1:$PORT_B/" \
 	"$ROOT/examples/haproxy/haproxy.cfg" >haproxy.cfg
+# A listener of the test's own, bound with the frontend, to wait on: a
+# probe of the frontend itself makes HAProxy open a backend connection
+# that it resets when the probe leaves, and a backend logs that reset.
+cat >>haproxy.cfg <<EOC
+
+listen ready
+    bind 127.0.0.1:$READY_PORT
+    mode tcp
+    tcp-request connection reject
+EOC
 
 test_expect_success 'the shipped configuration is valid' '
 	haproxy -c -q -f haproxy.cfg &&
@@ -36,7 +46,7 @@ test_expect_success 'the README shows the shipped configuration' '
 start_backends || exit 1
 haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
 PIDS+=($!)
-wait_port $FRONT_PORT || { cat haproxy.log; exit 1; }
+wait_port $READY_PORT || { cat haproxy.log; exit 1; }
 
 test_balancer_relays_the_client_address haproxy
 test_balancer_health_checks_are_quiet haproxy

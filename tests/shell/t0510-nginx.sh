@@ -15,9 +15,9 @@ PATH=$PATH:/usr/sbin
 command -v nginx >/dev/null && [ -f $MODULE ] ||
 	skip_all "nginx or its stream module not installed (Debian packages nginx, libnginx-mod-stream; scripts/test installs them as root): nginx NOT tested"
 
-FRONT_PORT=25018 PORT_A=25021 PORT_B=25022
+FRONT_PORT=25018 PORT_A=25021 PORT_B=25022 READY_PORT=25023
 FRONT=127.0.0.1:$FRONT_PORT
-free_port_or_skip $FRONT_PORT $PORT_A $PORT_B
+free_port_or_skip $FRONT_PORT $PORT_A $PORT_B $READY_PORT
 
 mkdir -p nginx
 sed -e "s/127\.0\.0\.1:10008/127.0.0.1:$FRONT_PORT/" \
@@ -33,6 +33,9 @@ pid $TRASH/nginx/nginx.pid;
 error_log $TRASH/nginx/error.log info;
 events { worker_connections 1024; }
 include $TRASH/nginx/sockserve-stream.conf;
+# A listener of the test's own to wait on: a probe of the frontend
+# itself would open a backend connection, reset when the probe leaves.
+http { access_log off; server { listen 127.0.0.1:$READY_PORT; return 204; } }
 EOC
 
 test_expect_success 'the shipped configuration is valid' '
@@ -44,7 +47,7 @@ test_expect_success 'the shipped configuration is valid' '
 start_backends || exit 1
 nginx -p "$TRASH/nginx" -e "$TRASH/nginx/error.log" -c "$TRASH/nginx/nginx.conf" -g "daemon off;" >nginx/stdout 2>&1 &
 PIDS+=($!)
-wait_port $FRONT_PORT || { cat nginx/stdout nginx/error.log; exit 1; }
+wait_port $READY_PORT || { cat nginx/stdout nginx/error.log; exit 1; }
 
 test_balancer_relays_the_client_address nginx
 test_expect_success 'no refusal, error or warning at the backends (nginx sends no health checks)' '
