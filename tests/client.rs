@@ -581,15 +581,6 @@ fn retry_2_against_an_address_that_stays_down_is_exit_1_with_the_counts() {
     assert!(m.contains("acked 5"), "{m}");
 }
 
-/// VmHWM of a running process in KiB, or `None` once it is gone.
-fn peak_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn memory_is_bounded_by_the_window_against_a_server_that_never_acks() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -627,15 +618,7 @@ fn memory_is_bounded_by_the_window_against_a_server_that_never_acks() {
         }
     });
     let err = Lines::collect(child.stderr.take().unwrap());
-    let mut peak = 0;
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{}", err.text());
-        if let Some(k) = peak_kib(child.id()) {
-            peak = peak.max(k);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let peak = peak_kib_until_exit(&mut child, &err);
     let st = wait_child(&mut child, WAIT, &err);
     feeder.join().unwrap();
     assert_eq!(st.code(), Some(1), "{}", err.text());

@@ -756,7 +756,6 @@ fn a_failed_write_to_standard_output_is_never_exit_0() {
 #[test]
 fn a_line_longer_than_the_window_does_not_grow_the_memory() {
     use std::io::{Read, Write};
-    use std::time::{Duration, Instant};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     // Greets, then reads forever (never acks).
@@ -776,7 +775,6 @@ fn a_line_longer_than_the_window_does_not_grow_the_memory() {
         sockclient_bin(),
         &["-q", "--window", "1M", "--ack-timeout", "2s", &addr],
     );
-    let pid = child.id() as i32;
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         let block = vec![b'x'; 1 << 20];
@@ -788,22 +786,7 @@ fn a_line_longer_than_the_window_does_not_grow_the_memory() {
         }
     });
     let err = Lines::collect(child.stderr.take().unwrap());
-    let mut peak = 0;
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{}", err.text());
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(k) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak = peak.max(k);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let peak = peak_kib_until_exit(&mut child, &err);
     let st = wait_child(&mut child, WAIT, &err);
     feeder.join().unwrap();
     assert!(peak > 0 && peak < 64 * 1024, "peak RSS {peak} KiB");

@@ -159,6 +159,14 @@ fn rustls_client(
     rustls::StreamOwned::new(conn, tcp)
 }
 
+/// Sends the client's close_notify now, all of it.
+fn send_close_notify(c: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) {
+    c.conn.send_close_notify();
+    while c.conn.wants_write() {
+        c.conn.write_tls(&mut c.sock).unwrap();
+    }
+}
+
 use rustls::pki_types::pem::PemObject;
 
 #[test]
@@ -415,10 +423,7 @@ fn close_notify_ends_the_input_and_the_server_answers_with_its_own() {
     c.write_all(numbered("n", 5000).as_bytes()).unwrap();
     c.flush().unwrap();
     // close_notify, and the TCP half-close after it.
-    c.conn.send_close_notify();
-    while c.conn.wants_write() {
-        c.conn.write_tls(&mut c.sock).unwrap();
-    }
+    send_close_notify(&mut c);
     c.sock.shutdown(std::net::Shutdown::Write).unwrap();
     let mut got = Vec::new();
     // Ok at the end only if the server's close_notify came: rustls says
@@ -453,10 +458,7 @@ fn a_tls_sender_that_resets_after_its_whole_input_loses_nothing() {
         c.write_all(input.as_bytes()).unwrap();
         c.flush().unwrap();
         if notify {
-            c.conn.send_close_notify();
-            while c.conn.wants_write() {
-                c.conn.write_tls(&mut c.sock).unwrap();
-            }
+            send_close_notify(&mut c);
         }
         c.sock.shutdown(std::net::Shutdown::Write).unwrap();
         linger_zero(&c.sock);

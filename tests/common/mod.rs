@@ -850,12 +850,32 @@ pub fn count_lines(b: &[u8]) -> usize {
 
 /// A field of /proc/PID/status, in KiB (VmRSS, VmHWM).
 pub fn status_kib(pid: i32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_status_kib(pid, field).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A field of /proc/PID/status, in KiB, or `None` once the process is
+/// gone.
+pub fn try_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Waits (bounded by `WAIT`) for `child` to exit, and returns its peak
+/// resident memory (VmHWM, KiB) as seen every 20 ms meanwhile.
+pub fn peak_kib_until_exit(child: &mut Child, err: &Lines) -> u64 {
+    let mut peak = 0;
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{}", err.text());
+        if let Some(k) = try_status_kib(child.id() as i32, "VmHWM") {
+            peak = peak.max(k);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak
 }
 
 /// Open descriptors of a process.
