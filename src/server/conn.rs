@@ -93,11 +93,7 @@ pub trait Conn: AsyncWrite + AsRawFd + Unpin + Send + 'static {
 /// Whether the kernel would take bytes for `fd` now (or has an error to
 /// report on it).
 fn kernel_can_write(fd: std::os::fd::RawFd) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    // SAFETY: the caller holds the socket open for the length of the call.
-    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let mut fds = [PollFd::new(bfd, PollFlags::POLLOUT)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    poll_now(fd, nix::poll::PollFlags::POLLOUT).unwrap_or(false)
 }
 
 /// Whether the kernel holds input (or an end, or an error) for `fd`.
@@ -105,19 +101,23 @@ fn kernel_can_write(fd: std::os::fd::RawFd) -> bool {
 /// takes the socket's pending error (a reset) for itself, and the read
 /// after it would then see a clean end of stream.
 pub fn kernel_has_input(fd: std::os::fd::RawFd) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::poll::PollFlags;
+    // Cannot tell: say yes, so that the read finds out.
+    poll_now(
+        fd,
+        PollFlags::POLLIN | PollFlags::from_bits_retain(nix::libc::POLLRDHUP),
+    )
+    .unwrap_or(true)
+}
+
+/// Whether `fd` is ready for any of `events` (or has an error or hang-up
+/// to report) right now, without waiting.
+fn poll_now(fd: std::os::fd::RawFd, events: nix::poll::PollFlags) -> nix::Result<bool> {
+    use nix::poll::{poll, PollFd, PollTimeout};
     // SAFETY: the caller holds the socket open for the length of the call.
     let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let mut fds = [PollFd::new(
-        bfd,
-        PollFlags::POLLIN | PollFlags::from_bits_retain(nix::libc::POLLRDHUP),
-    )];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => false,
-        Ok(_) => true,
-        // Cannot tell: say yes, so that the read finds out.
-        Err(_) => true,
-    }
+    let mut fds = [PollFd::new(bfd, events)];
+    poll(&mut fds, PollTimeout::ZERO).map(|n| n > 0)
 }
 
 /// Reads into the spare capacity of `buf` through `try_io`, so that a read
